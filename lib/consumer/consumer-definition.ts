@@ -1,0 +1,17 @@
+import type { RetryPolicy } from '../interfaces/retry-options.interface.js';
+import type { EventContext } from './event-context.js';
+
+export type EventHandler = (data: unknown, context: EventContext) => Promise<unknown>;
+
+/** One handler as the transport runs it: its queue, what it subscribes to, and how it retries. */
+export interface ConsumerDefinition {
+  /** Stable name: the dedupe key's consumer and the second half of the queue name. */
+  consumer: string;
+  queue: string;
+  eventTypes: string[];
+  retry: RetryPolicy;
+  concurrency: number;
+  /** Where it came from, for logs and errors (`CustomerProjection.onUserCreated`). */
+  label: string;
+  handler: EventHandler;
+}

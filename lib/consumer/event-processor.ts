@@ -1,0 +1,119 @@
+import { Logger } from '@nestjs/common';
+import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
+import type { InboxStore } from '../persistence/inbox.store.js';
+import type { SyncMetrics } from '../sync.metrics.js';
+import type { ConsumerDefinition } from './consumer-definition.js';
+import { EventContext } from './event-context.js';
+import type { IncomingEvent } from './incoming-event.js';
+import { attemptOf, parseMessage } from './parse-message.js';
+import { type Failure, failureOf, Settler } from './settler.js';
+
+/**
+ * The consume pipeline, one small step each: parse -> dedupe + handle (one transaction) ->
+ * settle (ack, retry tier, or dead-letter). It never throws: every message ends settled.
+ */
+export class EventProcessor {
+  private readonly logger = new Logger('SyncConsumer');
+  private readonly settler = new Settler();
+  private readonly warnedIdSources = new Set<string>();
+
+  constructor(
+    private readonly inbox: InboxStore,
+    private readonly metrics: SyncMetrics,
+  ) {}
+
+  async process(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition): Promise<void> {
+    try {
+      const parsed = parseMessage(message);
+      if (!parsed.ok) {
+        this.metrics.increment('malformed', definition.consumer);
+        return await this.deadLetter(channel, message, definition, 'malformed', attemptOf(message), { name: 'MalformedMessage', message: parsed.message }, describeRaw(message));
+      }
+      const event = parsed.event;
+      this.warnOnForeignId(event, definition);
+      if (!definition.eventTypes.includes(event.eventType)) {
+        return await this.deadLetter(channel, message, definition, 'unhandled-event-type', event.attempt, {
+          name: 'UnhandledEventType',
+          message: `${definition.label} subscribes to ${definition.eventTypes.join(', ')}, not ${event.eventType}`,
+        }, describe(event));
+      }
+      await this.handle(channel, message, definition, event);
+    } catch (error) {
+      // Only settling itself can land here (the broker went away mid-publish): give the
+      // message back so it is not held until the channel closes.
+      this.logger.error(`Could not settle a message of ${definition.queue}: ${(error as Error).message}; requeued`);
+      this.settler.requeue(channel, message);
+    }
+  }
+
+  private async handle(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition, event: IncomingEvent): Promise<void> {
+    let outcome;
+    try {
+      outcome = await this.inbox.runOnce(definition.consumer, event.eventId, (manager) =>
+        definition.handler(event.data, new EventContext(event, definition.consumer, manager, message)),
+      );
+    } catch (error) {
+      return this.onFailure(channel, message, definition, event, error);
+    }
+    this.settler.ack(channel, message);
+    if (outcome.status === 'duplicate') {
+      this.metrics.increment('duplicates', definition.consumer);
+      this.logger.log(`${describe(event)} -> ${definition.label}: duplicate, already processed; acked and skipped`);
+    } else {
+      this.metrics.increment('handled', definition.consumer);
+      this.logger.debug(`${describe(event)} -> ${definition.label}: handled on attempt ${event.attempt}; acked`);
+    }
+  }
+
+  private async onFailure(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition, event: IncomingEvent, error: unknown): Promise<void> {
+    const failure = failureOf(error);
+    const { attempts, delaysMs } = definition.retry;
+    if (failure.name === 'NonRetryableError') {
+      return this.deadLetter(channel, message, definition, 'non-retryable', event.attempt, failure, describe(event));
+    }
+    if (event.attempt >= attempts) {
+      return this.deadLetter(channel, message, definition, 'exhausted', event.attempt, failure, describe(event));
+    }
+    const delay = delaysMs[event.attempt - 1];
+    await this.settler.retry(channel, message, definition.queue, event.attempt + 1, delay, failure);
+    this.metrics.increment('retried', definition.consumer);
+    this.logger.warn(
+      `${describe(event)} -> ${definition.label}: failed on attempt ${event.attempt} of ${attempts} (${failure.name}: ${failure.message}); ` +
+        `retry ${event.attempt} of ${attempts - 1} in ${delay} ms`,
+    );
+  }
+
+  private async deadLetter(
+    channel: ConfirmChannel,
+    message: ConsumeMessage,
+    definition: ConsumerDefinition,
+    reason: Parameters<Settler['deadLetter']>[4],
+    attempts: number,
+    failure: Failure,
+    what: string,
+  ): Promise<void> {
+    await this.settler.deadLetter(channel, message, definition.queue, definition.consumer, reason, attempts, failure);
+    this.metrics.increment('deadLettered', definition.consumer);
+    this.logger.error(`${what} -> ${definition.label}: dead-lettered to ${definition.queue}.dlq (${reason} after ${attempts} attempt(s): ${failure.name}: ${failure.message})`);
+  }
+
+  private warnOnForeignId(event: IncomingEvent, definition: ConsumerDefinition): void {
+    if (event.idSource === 'envelope') return;
+    const key = `${definition.consumer}:${event.eventType}:${event.idSource}`;
+    if (this.warnedIdSources.has(key)) return;
+    this.warnedIdSources.add(key);
+    this.logger.warn(
+      event.idSource === 'messageId'
+        ? `${event.eventType} events reaching ${definition.label} carry no eventId; their id comes from the AMQP messageId. Publishers should set eventId.`
+        : `${event.eventType} events reaching ${definition.label} carry no eventId nor AMQP messageId; their id is a hash of the body, so identical bodies count as one event. Publishers should set eventId.`,
+    );
+  }
+}
+
+function describe(event: IncomingEvent): string {
+  return `${event.eventType} ${event.eventId}`;
+}
+
+function describeRaw(message: ConsumeMessage): string {
+  return `Message ${message.properties.messageId ?? `#${message.fields.deliveryTag}`} (routing key ${message.fields.routingKey})`;
+}

@@ -1,0 +1,51 @@
+import type { ConsumeMessage } from 'amqplib';
+import { parseMessage } from './parse-message.js';
+
+function delivery(body: string, properties: Partial<ConsumeMessage['properties']> = {}): ConsumeMessage {
+  return {
+    content: Buffer.from(body),
+    fields: { deliveryTag: 1, redelivered: false, exchange: 'sync.events', routingKey: 'UserCreated', consumerTag: 'c' },
+    properties: { headers: {}, ...properties } as ConsumeMessage['properties'],
+  } as ConsumeMessage;
+}
+
+const seed = '{"eventType":"UserCreated","data":{"userId":"123","name":"Alice"},"timestamp":"2024-06-01T12:00:00Z"}';
+
+describe('parseMessage', () => {
+  it('takes a foreign message id from the AMQP messageId', () => {
+    const result = parseMessage(delivery(seed, { messageId: 'm-1' }));
+    expect(result).toMatchObject({ ok: true, event: { eventId: 'm-1', idSource: 'messageId', eventType: 'UserCreated', data: { userId: '123', name: 'Alice' }, attempt: 1 } });
+  });
+
+  it('hashes the body when there is no id at all, the same body giving the same id', () => {
+    const first = parseMessage(delivery(seed));
+    const second = parseMessage(delivery(seed));
+    expect(first.ok && first.event.idSource).toBe('hash');
+    expect(first.ok && first.event.eventId).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(first.ok && second.ok && first.event.eventId === second.event.eventId).toBe(true);
+  });
+
+  it('prefers the envelope id and reads our attempt header', () => {
+    const result = parseMessage(delivery('{"eventId":"e-1","eventType":"X","data":1,"key":42}', { messageId: 'm', headers: { 'sync-attempt': 3 } }));
+    expect(result).toMatchObject({ ok: true, event: { eventId: 'e-1', idSource: 'envelope', key: '42', attempt: 3 } });
+  });
+
+  it.each([
+    ['not json', /not valid JSON/],
+    ['', /not valid JSON/],
+    ['[1,2]', /not a JSON object/],
+    ['null', /not a JSON object/],
+    ['{"data":{}}', /no string eventType/],
+    ['{"eventType":7}', /no string eventType/],
+  ])('marks %p as malformed', (body, reason) => {
+    const result = parseMessage(delivery(body));
+    expect(result.ok).toBe(false);
+    expect(!result.ok && result.message).toMatch(reason);
+  });
+
+  it('does not let __proto__ keys reach the prototype', () => {
+    const result = parseMessage(delivery('{"eventType":"X","data":{"__proto__":{"polluted":true}}}'));
+    expect(result.ok).toBe(true);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+});

@@ -1,0 +1,151 @@
+import { Logger } from '@nestjs/common';
+import type { AmqpConnectionManager } from 'amqp-connection-manager';
+import type { ChannelModel as Connection, ConfirmChannel, ConsumeMessage } from 'amqplib';
+import type { QueueType } from '../interfaces/sync-module-options.interface.js';
+import { declareConsumerTopology, explainDeclareError } from '../transport/topology.js';
+import type { ConsumerDefinition } from './consumer-definition.js';
+import type { EventProcessor } from './event-processor.js';
+
+interface Delivery {
+  channel: ConfirmChannel;
+  message: ConsumeMessage;
+}
+
+/**
+ * One handler's consumer on its own channel, so a channel error or a slow handler never
+ * stalls another handler. On every (re)connect it re-declares the topology and re-attaches
+ * the consumer; settling always uses the channel a message came on (a delivery tag means
+ * nothing on another channel).
+ */
+export class QueueConsumer {
+  private readonly logger = new Logger('SyncConsumer');
+  private channel?: ConfirmChannel;
+  private consumerTag?: string;
+  private readonly waiting: Delivery[] = [];
+  private readonly running = new Set<Promise<void>>();
+  private stopped = true;
+  private reopenTimer?: NodeJS.Timeout;
+
+  constructor(
+    readonly definition: ConsumerDefinition,
+    private readonly connection: AmqpConnectionManager,
+    private readonly processor: EventProcessor,
+    private readonly settings: { exchange: string; queueType: QueueType; prefetch: number; reopenDelayMs: number },
+  ) {}
+
+  /** Opens the channel now (errors such as a topology mismatch propagate) and again after every reconnect. */
+  async start(): Promise<void> {
+    this.stopped = false;
+    this.connection.on('connect', this.onConnect);
+    const current = this.connection.connection;
+    if (current) await this.open(current);
+  }
+
+  private readonly onConnect = ({ connection }: { connection: Connection }): void => {
+    this.open(connection).catch((error: Error) => this.logger.error(`${this.definition.label}: cannot consume ${this.definition.queue}: ${error.message}`));
+  };
+
+  private async open(connection: Connection): Promise<void> {
+    if (this.stopped) return;
+    const channel = await connection.createConfirmChannel();
+    channel.on('error', (error: Error) => this.logger.error(`Channel of ${this.definition.queue} failed: ${error.message}`));
+    channel.on('close', () => this.onChannelClosed(channel, connection));
+    try {
+      await this.setup(channel);
+    } catch (error) {
+      await channel.close().catch(() => undefined);
+      throw explainDeclareError(error);
+    }
+    this.channel = channel;
+  }
+
+  /** A channel can close on its own (a channel error): reopen it while the connection lives. */
+  private onChannelClosed(channel: ConfirmChannel, connection: Connection): void {
+    if (this.channel !== channel) return;
+    this.channel = undefined;
+    this.consumerTag = undefined;
+    if (this.stopped || this.connection.connection !== connection) return;
+    this.reopenTimer = setTimeout(() => {
+      if (this.connection.connection === connection) this.onConnect({ connection });
+    }, this.settings.reopenDelayMs);
+  }
+
+  private async setup(channel: ConfirmChannel): Promise<void> {
+    const { definition, settings } = this;
+    await declareConsumerTopology(channel, settings.exchange, settings.queueType, {
+      queue: definition.queue,
+      eventTypes: definition.eventTypes,
+      retryDelaysMs: definition.retry.delaysMs,
+    });
+    await channel.prefetch(Math.max(settings.prefetch, definition.concurrency), false);
+    const { consumerTag } = await channel.consume(definition.queue, (message) => message && this.accept({ channel, message }), { noAck: false });
+    this.consumerTag = consumerTag;
+    this.logger.log(`${definition.label} consumes ${definition.queue} (${definition.eventTypes.join(', ')})`);
+  }
+
+  private accept(delivery: Delivery): void {
+    if (this.stopped) {
+      requeue(delivery);
+      return;
+    }
+    this.waiting.push(delivery);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (!this.stopped && this.running.size < this.definition.concurrency && this.waiting.length > 0) {
+      const { channel, message } = this.waiting.shift()!;
+      const run: Promise<void> = this.processor.process(channel, message, this.definition).finally(() => {
+        this.running.delete(run);
+        this.pump();
+      });
+      this.running.add(run);
+    }
+  }
+
+  /** Stops taking deliveries, hands the not-yet-started ones back, and waits (bounded) for those running. */
+  async stop(timeoutMs: number): Promise<boolean> {
+    this.stopped = true;
+    clearTimeout(this.reopenTimer);
+    this.connection.removeListener('connect', this.onConnect);
+    if (this.channel && this.consumerTag) await this.channel.cancel(this.consumerTag).catch(() => undefined);
+    this.consumerTag = undefined;
+    this.waiting.splice(0).forEach(requeue);
+    return this.drain(timeoutMs);
+  }
+
+  private async drain(timeoutMs: number): Promise<boolean> {
+    if (this.running.size === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const finished = await Promise.race([
+      Promise.allSettled([...this.running]).then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    if (!finished) {
+      this.logger.warn(`${this.definition.label}: ${this.running.size} handler(s) still running after ${timeoutMs} ms (shutdownTimeout); their messages return to the queue`);
+    }
+    return finished;
+  }
+
+  get inFlight(): number {
+    return this.running.size;
+  }
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.reopenTimer);
+    this.connection.removeListener('connect', this.onConnect);
+    const channel = this.channel;
+    this.channel = undefined;
+    await channel?.close().catch(() => undefined);
+  }
+}
+
+function requeue({ channel, message }: Delivery): void {
+  try {
+    channel.nack(message, false, true);
+  } catch {
+    // Closed channel: the broker requeues unacked messages by itself.
+  }
+}

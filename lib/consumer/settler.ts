@@ -1,0 +1,115 @@
+import type { ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
+import { HEADER, MAX_STACK_HEADER_LENGTH } from '../sync.constants.js';
+import { deadLetterQueueName, retryQueueName } from '../transport/topology.js';
+
+export type DeadLetterReason = 'exhausted' | 'non-retryable' | 'malformed' | 'unhandled-event-type';
+
+export interface Failure {
+  name: string;
+  message: string;
+  stack?: string;
+}
+
+export function failureOf(error: unknown): Failure {
+  if (error instanceof Error) return { name: error.name, message: error.message, stack: error.stack };
+  return { name: typeof error, message: String(error) };
+}
+
+/**
+ * Decides nothing, only carries out: ack, send to a retry tier, or dead-letter. Every copy is
+ * published with confirms before the original is acked, so a crash in between redelivers
+ * (and the dedupe absorbs it) instead of losing the message.
+ */
+export class Settler {
+  ack(channel: ConfirmChannel, message: ConsumeMessage): void {
+    try {
+      channel.ack(message);
+    } catch {
+      // The channel closed under us: the broker redelivers the message and the dedupe absorbs it.
+    }
+  }
+
+  /** Gives the message back to the broker right away (shutdown, or a copy that could not be published). */
+  requeue(channel: ConfirmChannel, message: ConsumeMessage): void {
+    try {
+      channel.nack(message, false, true);
+    } catch {
+      // Closed channel: the broker requeues unacked messages by itself.
+    }
+  }
+
+  async retry(channel: ConfirmChannel, message: ConsumeMessage, queue: string, nextAttempt: number, delayMs: number, failure: Failure): Promise<void> {
+    const now = new Date().toISOString();
+    const headers = {
+      ...this.originHeaders(message),
+      [HEADER.attempt]: nextAttempt,
+      [HEADER.firstFailureAt]: message.properties.headers?.[HEADER.firstFailureAt] ?? now,
+      [HEADER.lastFailureAt]: now,
+      [HEADER.errorName]: failure.name,
+      [HEADER.errorMessage]: truncate(failure.message, MAX_STACK_HEADER_LENGTH),
+    };
+    await this.publishCopy(channel, message, retryQueueName(queue, delayMs), headers);
+    this.ack(channel, message);
+  }
+
+  async deadLetter(channel: ConfirmChannel, message: ConsumeMessage, queue: string, consumer: string, reason: DeadLetterReason, attempts: number, failure: Failure): Promise<void> {
+    const now = new Date().toISOString();
+    const headers = {
+      ...this.originHeaders(message),
+      [HEADER.reason]: reason,
+      [HEADER.errorName]: failure.name,
+      [HEADER.errorMessage]: truncate(failure.message, MAX_STACK_HEADER_LENGTH),
+      [HEADER.errorStack]: truncate(failure.stack ?? '', MAX_STACK_HEADER_LENGTH),
+      [HEADER.consumer]: consumer,
+      [HEADER.attempts]: attempts,
+      [HEADER.firstFailureAt]: message.properties.headers?.[HEADER.firstFailureAt] ?? now,
+      [HEADER.lastFailureAt]: now,
+    };
+    await this.publishCopy(channel, message, deadLetterQueueName(queue), headers);
+    this.ack(channel, message);
+  }
+
+  /** Where the message first came from: kept across retry hops, whose exchange is the default one. */
+  private originHeaders(message: ConsumeMessage): Record<string, unknown> {
+    const headers = safeHeaders(message.properties.headers);
+    headers[HEADER.originalExchange] ??= message.fields.exchange;
+    headers[HEADER.originalRoutingKey] ??= message.fields.routingKey;
+    return headers;
+  }
+
+  private publishCopy(channel: ConfirmChannel, message: ConsumeMessage, queue: string, headers: Record<string, unknown>): Promise<void> {
+    const { properties } = message;
+    const options: Options.Publish = {
+      persistent: true,
+      mandatory: true,
+      contentType: properties.contentType,
+      contentEncoding: properties.contentEncoding,
+      messageId: properties.messageId,
+      correlationId: properties.correlationId,
+      type: properties.type,
+      appId: properties.appId,
+      timestamp: properties.timestamp,
+      headers,
+    };
+    return new Promise((resolve, reject) => {
+      try {
+        channel.publish('', queue, message.content, options, (error) => (error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve()));
+      } catch (error) {
+        reject(error);
+      }
+    });
+  }
+}
+
+/** Copies headers, dropping broker-owned `x-` ones (x-death and friends) that must not be re-published. */
+function safeHeaders(headers: Record<string, unknown> | undefined): Record<string, unknown> {
+  const copy: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    if (!name.startsWith('x-')) copy[name] = value;
+  }
+  return copy;
+}
+
+function truncate(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}

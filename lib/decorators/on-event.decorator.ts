@@ -1,0 +1,48 @@
+import { SetMetadata } from '@nestjs/common';
+import { InvalidDecoratorUsageError } from '../errors/invalid-decorator-usage.error.js';
+import type { OnEventMetadata, OnEventOptions } from '../interfaces/on-event-options.interface.js';
+import { assertEventType } from '../options/event-type.js';
+import { resolveRetryPolicy } from '../options/retry-policy.js';
+import { ON_EVENT_METADATA } from '../sync.constants.js';
+
+const CONSUMER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
+
+/**
+ * Subscribes a provider method to one or more event types. The method gets `(data, ctx)` for
+ * every such event, once in effect, from its own durable queue `<service>.<consumer>` with
+ * retry queues and a dead-letter queue.
+ */
+export function OnEvent(eventType: string | string[], options: OnEventOptions = {}): MethodDecorator {
+  const eventTypes = Array.isArray(eventType) ? eventType : [eventType];
+  if (eventTypes.length === 0) throw new InvalidDecoratorUsageError('@OnEvent needs at least one event type, e.g. @OnEvent(\'UserCreated\').');
+  eventTypes.forEach((type) => assertEventType(type, '@OnEvent'));
+  validateOptions(options);
+  const metadata: OnEventMetadata = { eventTypes: [...new Set(eventTypes)], options };
+  return (target, propertyKey, descriptor) => {
+    if (typeof descriptor.value !== 'function') {
+      throw new InvalidDecoratorUsageError(`@OnEvent can only decorate methods; ${String(propertyKey)} is not one.`);
+    }
+    SetMetadata(ON_EVENT_METADATA, metadata)(target, propertyKey, descriptor);
+  };
+}
+
+/** The same decorator under a name that does not clash with `@nestjs/event-emitter`'s `OnEvent`. */
+export const OnSyncEvent = OnEvent;
+
+function validateOptions(options: OnEventOptions): void {
+  if (options.consumer !== undefined && (typeof options.consumer !== 'string' || !CONSUMER_NAME.test(options.consumer))) {
+    throw new InvalidDecoratorUsageError(
+      `@OnEvent option consumer ${JSON.stringify(options.consumer)} is not valid: use letters, digits, '.', '_' and '-' (it names a queue).`,
+    );
+  }
+  if (options.concurrency !== undefined && (!Number.isInteger(options.concurrency) || options.concurrency < 1 || options.concurrency > 1000)) {
+    throw new InvalidDecoratorUsageError(`@OnEvent option concurrency must be an integer from 1 to 1000 (got ${JSON.stringify(options.concurrency)}).`);
+  }
+  if (options.retry !== undefined) {
+    try {
+      resolveRetryPolicy(options.retry, 'retry');
+    } catch (error) {
+      throw new InvalidDecoratorUsageError(`@OnEvent: ${(error as Error).message}`);
+    }
+  }
+}

@@ -1,0 +1,15 @@
+import type { RetryOptions } from './retry-options.interface.js';
+
+export interface OnEventOptions {
+  /** Stable name of this handler: names its queue `<service>.<consumer>` and its dedupe records. Default `ClassName.methodName`. */
+  consumer?: string;
+  /** Overrides the module's retry policy for this handler; `false` dead-letters on the first failure. */
+  retry?: RetryOptions | false;
+  /** Events handled at once by this handler in this process. Default 1 (in queue order). */
+  concurrency?: number;
+}
+
+export interface OnEventMetadata {
+  eventTypes: string[];
+  options: OnEventOptions;
+}

@@ -1,0 +1,71 @@
+import { InvalidSyncOptionsError } from '../errors/invalid-sync-options.error.js';
+import { maskUrl, resolveSyncOptions } from './resolve-options.js';
+import { resolveRetryPolicy } from './retry-policy.js';
+
+const base = { service: 'billing', url: 'amqp://guest:guest@127.0.0.1:5672' };
+
+describe('resolveSyncOptions', () => {
+  it('fills in defaults', () => {
+    const resolved = resolveSyncOptions(base);
+    expect(resolved).toMatchObject({
+      service: 'billing',
+      urls: [base.url],
+      exchange: 'sync.events',
+      prefetch: 20,
+      queueType: 'classic',
+      publishTimeoutMs: 30_000,
+      retry: { attempts: 5, delaysMs: [1_000, 10_000, 60_000, 300_000] },
+    });
+  });
+
+  it.each([
+    [{ url: base.url }, 'service', /is required/],
+    [{ service: 'billing' }, 'url', /is required/],
+    [{ ...base, service: 'bill ing' }, 'service', /characters/],
+    [{ ...base, url: 'http://x' }, 'url', /amqp:\/\//],
+    [{ ...base, urls: [base.url] }, 'url', /both set/],
+    [{ ...base, prefetch: 0 }, 'prefetch', /integer from 1/],
+    [{ ...base, queueType: 'stream' }, 'queueType', /'classic' or 'quorum'/],
+    [{ ...base, publishTimeout: '30 seconds' }, 'publishTimeout', /not a valid duration/],
+    [{ ...base, retry: { attempts: 0 } }, 'retry.attempts', /integer from 1/],
+    [{ ...base, retry: { attempts: 3, delays: ['1x'] } }, 'retry.delays[0]', /not a valid delay/],
+    [{ ...base, dataSource: 42 }, 'dataSource', /DataSource/],
+    [{ ...base, prefecth: 10 }, 'prefecth', /not a known option/],
+  ])('rejects %j naming %s', (options, option, message) => {
+    let error: unknown;
+    try {
+      resolveSyncOptions(options as never);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(InvalidSyncOptionsError);
+    expect((error as InvalidSyncOptionsError).option).toBe(option);
+    expect((error as Error).message).toMatch(message);
+    expect((error as Error).message).toContain(`\`${option}\``);
+  });
+});
+
+describe('resolveRetryPolicy', () => {
+  it('counts the first run in attempts and repeats the last delay', () => {
+    expect(resolveRetryPolicy({ attempts: 4, delays: ['1s', '10s', '1m'] }, 'retry')).toEqual({
+      attempts: 4,
+      delaysMs: [1_000, 10_000, 60_000],
+    });
+    expect(resolveRetryPolicy({ attempts: 5, delays: [200, '1s'] }, 'retry').delaysMs).toEqual([200, 1_000, 1_000, 1_000]);
+  });
+
+  it('turns false into a single attempt', () => {
+    expect(resolveRetryPolicy(false, 'retry')).toEqual({ attempts: 1, delaysMs: [] });
+  });
+
+  it('needs a delay when it retries', () => {
+    expect(() => resolveRetryPolicy({ attempts: 2 }, 'retry')).toThrow(/retry.delays/);
+  });
+});
+
+describe('maskUrl', () => {
+  it('hides the password', () => {
+    expect(maskUrl('amqp://user:s3cret@host:5672/vh')).toBe('amqp://user:***@host:5672/vh');
+    expect(maskUrl('amqp://host')).toBe('amqp://host');
+  });
+});

@@ -1,0 +1,122 @@
+import { DataSource } from 'typeorm';
+import { InvalidSyncOptionsError } from '../errors/invalid-sync-options.error.js';
+import type { ResolvedSyncOptions, SyncModuleOptions } from '../interfaces/sync-module-options.interface.js';
+import {
+  DEFAULT_EXCHANGE,
+  DEFAULT_MAX_PENDING_PUBLISHES,
+  DEFAULT_PREFETCH,
+  DEFAULT_PUBLISH_TIMEOUT_MS,
+  DEFAULT_RECONNECT_DELAY_MS,
+  DEFAULT_RETENTION_MS,
+  DEFAULT_RETRY,
+  DEFAULT_SHUTDOWN_TIMEOUT_MS,
+} from '../sync.constants.js';
+import { type Duration, parseDuration } from './duration.js';
+import { resolveRetryPolicy } from './retry-policy.js';
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const KNOWN = new Set<keyof SyncModuleOptions>([
+  'service', 'url', 'urls', 'exchange', 'prefetch', 'retry', 'queueType', 'dataSource', 'publishTimeout',
+  'maxPendingPublishes', 'shutdownTimeout', 'startupTimeout', 'reconnectDelay', 'heartbeat', 'retention',
+]);
+
+/** Validates user options and fills in defaults. Every error names the option and how to fix it. */
+export function resolveSyncOptions(options: SyncModuleOptions): ResolvedSyncOptions {
+  if (options === null || typeof options !== 'object') {
+    throw new InvalidSyncOptionsError('options', 'must be an object', "Call SyncModule.forRoot({ service: 'billing', url: 'amqp://...' }).");
+  }
+  for (const name of Object.keys(options)) {
+    if (!KNOWN.has(name as keyof SyncModuleOptions)) {
+      throw new InvalidSyncOptionsError(name, 'is not a known option', `Known options: ${[...KNOWN].join(', ')}.`);
+    }
+  }
+  return {
+    service: resolveName(options.service, 'service', "Name this service, e.g. service: 'billing'."),
+    urls: resolveUrls(options),
+    exchange: resolveName(options.exchange ?? DEFAULT_EXCHANGE, 'exchange', `Use a plain name such as '${DEFAULT_EXCHANGE}'.`),
+    prefetch: resolveInteger(options.prefetch ?? DEFAULT_PREFETCH, 'prefetch', 1, 65_535),
+    retry: resolveRetryPolicy(options.retry ?? { ...DEFAULT_RETRY, delays: [...DEFAULT_RETRY.delays] }, 'retry'),
+    queueType: resolveQueueType(options.queueType),
+    dataSource: resolveDataSource(options.dataSource),
+    publishTimeoutMs: resolveDuration(options.publishTimeout, 'publishTimeout', DEFAULT_PUBLISH_TIMEOUT_MS, 1),
+    maxPendingPublishes: resolveInteger(options.maxPendingPublishes ?? DEFAULT_MAX_PENDING_PUBLISHES, 'maxPendingPublishes', 1, 10_000_000),
+    shutdownTimeoutMs: resolveDuration(options.shutdownTimeout, 'shutdownTimeout', DEFAULT_SHUTDOWN_TIMEOUT_MS, 0),
+    startupTimeoutMs: options.startupTimeout === undefined ? undefined : resolveDuration(options.startupTimeout, 'startupTimeout', 0, 1),
+    reconnectDelayMs: resolveDuration(options.reconnectDelay, 'reconnectDelay', DEFAULT_RECONNECT_DELAY_MS, 100),
+    heartbeat: resolveInteger(options.heartbeat ?? 10, 'heartbeat', 0, 3_600),
+    retentionMs: options.retention === false ? false : resolveDuration(options.retention, 'retention', DEFAULT_RETENTION_MS, 60_000),
+  };
+}
+
+function resolveName(value: unknown, option: string, fix: string): string {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new InvalidSyncOptionsError(option, value === undefined ? 'is required' : 'must be a non-empty string', fix);
+  }
+  if (!NAME.test(value) || value.length > 200) {
+    throw new InvalidSyncOptionsError(option, `has characters RabbitMQ names should not carry (got "${value}")`, `Use letters, digits, '.', '_' and '-'. ${fix}`);
+  }
+  return value;
+}
+
+function resolveUrls(options: SyncModuleOptions): string[] {
+  if (options.url !== undefined && options.urls !== undefined) {
+    throw new InvalidSyncOptionsError('url', 'and `urls` are both set', 'Give one of them: url for one broker, urls for a cluster.');
+  }
+  const urls = options.urls ?? (options.url === undefined ? undefined : [options.url]);
+  const option = options.urls ? 'urls' : 'url';
+  if (!urls || !Array.isArray(urls) || urls.length === 0) {
+    throw new InvalidSyncOptionsError('url', 'is required', "Pass the broker's address, e.g. url: 'amqp://guest:guest@127.0.0.1:5672'.");
+  }
+  for (const url of urls) {
+    let parsed: URL | undefined;
+    try {
+      parsed = typeof url === 'string' ? new URL(url) : undefined;
+    } catch {
+      parsed = undefined;
+    }
+    if (!parsed || (parsed.protocol !== 'amqp:' && parsed.protocol !== 'amqps:')) {
+      throw new InvalidSyncOptionsError(option, 'must be an amqp:// or amqps:// URL', "For example 'amqp://user:pass@127.0.0.1:5672/vhost'.");
+    }
+  }
+  return urls;
+}
+
+function resolveInteger(value: unknown, option: string, min: number, max: number): number {
+  if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
+    throw new InvalidSyncOptionsError(option, `must be an integer from ${min} to ${max} (got ${JSON.stringify(value)})`, 'Fix the value or leave it out for the default.');
+  }
+  return value as number;
+}
+
+function resolveDuration(value: Duration | undefined, option: string, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  const ms = parseDuration(value);
+  if (ms === undefined || ms < min) {
+    throw new InvalidSyncOptionsError(option, `is not a valid duration (got ${JSON.stringify(value)})`, "Use milliseconds or a string with a unit: '500ms', '30s', '5m', '1h'.");
+  }
+  return ms;
+}
+
+function resolveQueueType(value: unknown): 'classic' | 'quorum' {
+  if (value === undefined) return 'classic';
+  if (value !== 'classic' && value !== 'quorum') {
+    throw new InvalidSyncOptionsError('queueType', `must be 'classic' or 'quorum' (got ${JSON.stringify(value)})`, "Use 'quorum' on a cluster, or leave it out.");
+  }
+  return value;
+}
+
+function resolveDataSource(value: unknown): DataSource | string | undefined {
+  if (value === undefined || typeof value === 'string' || value instanceof DataSource) return value;
+  throw new InvalidSyncOptionsError('dataSource', 'must be a TypeORM DataSource or the name of one', 'Pass the DataSource instance, or the name given to TypeOrmModule.forRoot({ name }).');
+}
+
+/** `amqp://user:secret@host` -> `amqp://user:***@host`, for logs. */
+export function maskUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString().replace(/\/$/, '');
+  } catch {
+    return '<invalid url>';
+  }
+}

@@ -1,0 +1,70 @@
+import type { DataSource, EntityManager } from 'typeorm';
+import { type Dialect, dialectOf, isUniqueViolation } from './dialect.js';
+import { SyncProcessedEvent } from './entities/sync-processed-event.entity.js';
+
+export type InboxOutcome<T> = { status: 'processed'; result: T } | { status: 'duplicate' };
+
+class AlreadyProcessed {}
+
+/**
+ * Runs a handler at most once per (consumer, event id) in effect: the dedupe row and the
+ * handler's writes commit or roll back together. A concurrent transaction inserting the same
+ * key waits on the row lock and then sees the duplicate, so two consumers never both apply it.
+ */
+export class InboxStore {
+  readonly dialect: Dialect;
+  /** SQLite has one connection: TypeORM cannot run two transactions on it at once. */
+  private tail: Promise<unknown> = Promise.resolve();
+  private readonly serialize: boolean;
+
+  constructor(private readonly dataSource: DataSource) {
+    this.dialect = dialectOf(dataSource.options.type);
+    this.serialize = this.dialect === 'sqlite';
+  }
+
+  runOnce<T>(consumer: string, eventId: string, work: (manager: EntityManager) => Promise<T>): Promise<InboxOutcome<T>> {
+    if (!this.serialize) return this.transaction(consumer, eventId, work);
+    const run = this.tail.then(() => this.transaction(consumer, eventId, work));
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async transaction<T>(consumer: string, eventId: string, work: (manager: EntityManager) => Promise<T>): Promise<InboxOutcome<T>> {
+    try {
+      const result = await this.dataSource.transaction(async (manager) => {
+        await this.markProcessed(manager, consumer, eventId);
+        return work(manager);
+      });
+      return { status: 'processed', result };
+    } catch (error) {
+      if (error instanceof AlreadyProcessed) return { status: 'duplicate' };
+      throw error;
+    }
+  }
+
+  private async markProcessed(manager: EntityManager, consumer: string, eventId: string): Promise<void> {
+    try {
+      await manager.createQueryBuilder().insert().into(SyncProcessedEvent).values({ consumer, eventId }).updateEntity(false).execute();
+    } catch (error) {
+      if (isUniqueViolation(this.dialect, error)) throw new AlreadyProcessed();
+      throw error;
+    }
+  }
+
+  /** Whether a consumer has processed an event (for tests and tooling). */
+  async isProcessed(consumer: string, eventId: string): Promise<boolean> {
+    return (await this.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer, eventId })) > 0;
+  }
+
+  /** Deletes dedupe rows older than the retention window; returns how many. */
+  async prune(olderThanMs: number): Promise<number> {
+    const seconds = Math.floor(olderThanMs / 1000);
+    const condition = {
+      postgres: `processed_at < now() - make_interval(secs => ${seconds})`,
+      mysql: `processed_at < NOW(6) - INTERVAL ${seconds} SECOND`,
+      sqlite: `processed_at < datetime('now', '-${seconds} seconds')`,
+    }[this.dialect];
+    const result = await this.dataSource.createQueryBuilder().delete().from(SyncProcessedEvent).where(condition).execute();
+    return result.affected ?? 0;
+  }
+}

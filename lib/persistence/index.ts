@@ -1,0 +1,10 @@
+import { SyncProcessedEvent } from './entities/sync-processed-event.entity.js';
+import { CreateSyncProcessedEvents1764115200000 } from './migrations/1764115200000-create-sync-processed-events.js';
+
+export { SyncProcessedEvent, CreateSyncProcessedEvents1764115200000 };
+
+/** Every entity this library stores; add them to a DataSource's `entities` when not using autoLoadEntities. */
+export const SYNC_ENTITIES = [SyncProcessedEvent];
+
+/** Every migration this library ships, in order; add them to a DataSource's `migrations`. */
+export const SYNC_MIGRATIONS = [CreateSyncProcessedEvents1764115200000];

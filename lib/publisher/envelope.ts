@@ -1,0 +1,34 @@
+import { randomUUID } from 'node:crypto';
+import type { Options } from 'amqplib';
+import type { PublishOptions } from '../interfaces/publish-options.interface.js';
+import type { SyncEvent } from '../interfaces/sync-event.interface.js';
+
+/** Builds the wire envelope of DESIGN §3. */
+export function buildEnvelope<T>(source: string, eventType: string, data: T, options: PublishOptions = {}): SyncEvent<T> {
+  const envelope: SyncEvent<T> = {
+    eventId: options.eventId ?? randomUUID(),
+    eventType,
+    data,
+    timestamp: new Date().toISOString(),
+    source,
+  };
+  if (options.key !== undefined) envelope.key = String(options.key);
+  if (options.correlationId !== undefined) envelope.correlationId = options.correlationId;
+  if (options.causationId !== undefined) envelope.causationId = options.causationId;
+  return envelope;
+}
+
+/** AMQP properties that repeat the envelope, so tools can route and inspect without parsing. */
+export function publishPropertiesOf(envelope: SyncEvent, headers?: PublishOptions['headers']): Options.Publish {
+  return {
+    persistent: true,
+    mandatory: true,
+    contentType: 'application/json',
+    messageId: envelope.eventId,
+    type: envelope.eventType,
+    appId: envelope.source,
+    timestamp: Math.floor(Date.parse(envelope.timestamp) / 1000),
+    correlationId: envelope.correlationId,
+    headers: { ...headers },
+  };
+}

@@ -1,0 +1,36 @@
+/** Metadata keys are namespaced so they never collide with other libraries' decorators. */
+export const ON_EVENT_METADATA = 'nestjs-event-sync:on-event';
+export const PUBLISHES_EVENT_METADATA = 'nestjs-event-sync:publishes-event';
+
+export const DEFAULT_EXCHANGE = 'sync.events';
+export const DEFAULT_PREFETCH = 20;
+export const DEFAULT_CONCURRENCY = 1;
+export const DEFAULT_PUBLISH_TIMEOUT_MS = 30_000;
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
+export const DEFAULT_RECONNECT_DELAY_MS = 2_000;
+export const DEFAULT_MAX_PENDING_PUBLISHES = 10_000;
+export const DEFAULT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
+export const DEFAULT_PRUNE_INTERVAL_MS = 60 * 60 * 1000;
+
+/**
+ * One first run and four retries spread over about six minutes: long enough to ride out a
+ * deploy or a database failover, short enough that a real bug reaches the DLQ the same hour.
+ */
+export const DEFAULT_RETRY = { attempts: 5, delays: ['1s', '10s', '1m', '5m'] } as const;
+
+/** Our own headers. No `x-` prefix: RabbitMQ 3.13+/4.x treat `x-` headers as broker-owned. */
+export const HEADER = {
+  attempt: 'sync-attempt',
+  reason: 'sync-reason',
+  errorName: 'sync-error-name',
+  errorMessage: 'sync-error-message',
+  errorStack: 'sync-error-stack',
+  consumer: 'sync-consumer',
+  attempts: 'sync-attempts',
+  firstFailureAt: 'sync-first-failure-at',
+  lastFailureAt: 'sync-last-failure-at',
+  originalExchange: 'sync-original-exchange',
+  originalRoutingKey: 'sync-original-routing-key',
+} as const;
+
+export const MAX_STACK_HEADER_LENGTH = 2_000;

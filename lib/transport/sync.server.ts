@@ -1,0 +1,190 @@
+import { Logger } from '@nestjs/common';
+import { type CustomTransportStrategy, ServerRMQ } from '@nestjs/microservices';
+import type { AmqpConnectionManager } from 'amqp-connection-manager';
+import { isObservable, lastValueFrom } from 'rxjs';
+import type { ConsumerDefinition, EventHandler } from '../consumer/consumer-definition.js';
+import type { EventContext } from '../consumer/event-context.js';
+import type { EventProcessor } from '../consumer/event-processor.js';
+import { QueueConsumer } from '../consumer/queue-consumer.js';
+import { BrokerUnavailableError } from '../errors/broker-unavailable.error.js';
+import { DuplicateConsumerError } from '../errors/duplicate-consumer.error.js';
+import type { ResolvedSyncOptions } from '../interfaces/sync-module-options.interface.js';
+import { maskUrl } from '../options/resolve-options.js';
+
+/** Pass it as the transport of `@EventPattern(type, SYNC_TRANSPORT)` to serve a pattern here only. */
+export const SYNC_TRANSPORT = Symbol('nestjs-event-sync');
+
+const QUIET_RETRY_LOG_MS = 30_000;
+
+type NestHandler = ((data: unknown, context: unknown) => Promise<unknown>) & {
+  isEventHandler?: boolean;
+  extras?: Record<string, unknown>;
+  next?: NestHandler;
+};
+
+/**
+ * The consuming side as a Nest transport strategy. It extends Nest's `ServerRMQ` (connection
+ * management, status events, `unwrap()`), and replaces its single shared queue with one
+ * durable queue per handler, retry tiers, a DLQ and the transactional dedupe pipeline.
+ *
+ * `@OnEvent` handlers are registered by the module; `@EventPattern` controller methods are
+ * served too when the app connects this server: `app.connectMicroservice({ strategy: app.get(SyncServer) })`.
+ */
+export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
+  override readonly transportId = SYNC_TRANSPORT as never;
+  protected override readonly logger = new Logger('SyncServer');
+  private connection?: AmqpConnectionManager;
+  private processor?: EventProcessor;
+  private readonly definitions = new Map<string, ConsumerDefinition>();
+  private readonly consumers = new Map<string, QueueConsumer>();
+  private starting?: Promise<void>;
+
+  constructor(private readonly sync: ResolvedSyncOptions) {
+    super({
+      urls: sync.urls,
+      noAck: false,
+      prefetchCount: sync.prefetch,
+      socketOptions: { heartbeatIntervalInSeconds: sync.heartbeat, reconnectTimeInSeconds: sync.reconnectDelayMs / 1000 },
+    });
+  }
+
+  /** @internal Set by the module once the DataSource is known. */
+  usePipeline(processor: EventProcessor): void {
+    this.processor = processor;
+  }
+
+  /** Adds a handler with its own queue. Two handlers may not share a consumer name. */
+  register(definition: ConsumerDefinition): void {
+    const existing = this.definitions.get(definition.consumer);
+    if (existing) throw new DuplicateConsumerError(definition.consumer, existing.label, definition.label);
+    this.definitions.set(definition.consumer, definition);
+  }
+
+  get registered(): ConsumerDefinition[] {
+    return [...this.definitions.values()];
+  }
+
+  /** Nest calls this for a connected microservice; the module calls it at bootstrap. Idempotent. */
+  override async listen(callback: (error?: unknown, ...args: unknown[]) => void): Promise<void> {
+    try {
+      await this.start();
+      callback();
+    } catch (error) {
+      callback(error);
+    }
+  }
+
+  /** Connects (waiting for the broker if it is down), then consumes every registered handler's queue. */
+  override async start(): Promise<void> {
+    const previous = this.starting ?? Promise.resolve();
+    const run = previous.catch(() => undefined).then(() => this.startConsumers());
+    this.starting = run;
+    return run;
+  }
+
+  private async startConsumers(): Promise<void> {
+    if (!this.processor) throw new Error('SyncServer has no pipeline yet: import SyncModule in the application that serves it.');
+    this.adoptEventPatterns();
+    const connection = await this.connect();
+    for (const definition of this.definitions.values()) {
+      if (this.consumers.has(definition.consumer)) continue;
+      const consumer = new QueueConsumer(definition, connection, this.processor, {
+        exchange: this.sync.exchange,
+        queueType: this.sync.queueType,
+        prefetch: this.sync.prefetch,
+        reopenDelayMs: this.sync.reconnectDelayMs,
+      });
+      await consumer.start();
+      this.consumers.set(definition.consumer, consumer);
+    }
+  }
+
+  private async connect(): Promise<AmqpConnectionManager> {
+    if (!this.connection) {
+      const connection = (await this.createClient()) as unknown as AmqpConnectionManager;
+      this.connection = connection;
+      this.server = connection as never;
+      this.watch(connection);
+    }
+    const connection = this.connection;
+    if (connection.isConnected()) return connection;
+    const url = maskUrl(this.sync.urls[0]);
+    try {
+      await connection.connect({ timeout: this.sync.startupTimeoutMs });
+    } catch (error) {
+      if (/connect timeout/.test((error as Error).message)) throw new BrokerUnavailableError(url, this.sync.startupTimeoutMs ?? 0, error);
+      throw error;
+    }
+    return connection;
+  }
+
+  private watch(connection: AmqpConnectionManager): void {
+    let lastWarning = 0;
+    connection.on('connect', ({ url }) => {
+      this._status$.next('connected' as never);
+      this.logger.log(`Connected to RabbitMQ at ${maskUrl(typeof url === 'string' ? url : this.sync.urls[0])}`);
+    });
+    connection.on('disconnect', ({ err }) => {
+      this._status$.next('disconnected' as never);
+      this.logger.warn(`Lost RabbitMQ (${err?.message ?? 'closed'}); reconnecting every ${this.sync.reconnectDelayMs} ms, consumers re-attach on their own`);
+    });
+    connection.on('connectFailed', ({ err, url }) => {
+      const now = Date.now();
+      if (now - lastWarning < QUIET_RETRY_LOG_MS) return;
+      lastWarning = now;
+      this.logger.warn(
+        `Cannot reach RabbitMQ at ${maskUrl(String(url))} (${err?.message}); retrying every ${this.sync.reconnectDelayMs} ms. ` +
+          `Is it running? Locally: \`rabbitmq-server -detached\`; otherwise check the \`url\` option.`,
+      );
+    });
+    connection.on('blocked', ({ reason }) => this.logger.warn(`RabbitMQ blocked the connection: ${reason}`));
+  }
+
+  /** Turns the `@EventPattern` handlers Nest added into consumers: one queue per pattern. */
+  private adoptEventPatterns(): void {
+    for (const [pattern, head] of this.getHandlers() as Map<string, NestHandler>) {
+      if (!head.isEventHandler) {
+        this.logger.warn(`@MessagePattern(${pattern}) is request-response and not served by the event transport; use @EventPattern.`);
+        continue;
+      }
+      const consumer = typeof head.extras?.consumer === 'string' ? head.extras.consumer : pattern;
+      if (this.definitions.get(consumer)?.label === `@EventPattern(${pattern})`) continue;
+      const chain: NestHandler[] = [];
+      for (let handler: NestHandler | undefined = head; handler; handler = handler.next) chain.push(handler);
+      const handler: EventHandler = async (data, context: EventContext) => {
+        for (const link of chain) await settleResult(await link(data, context));
+      };
+      this.register({
+        consumer,
+        queue: `${this.sync.service}.${consumer}`,
+        eventTypes: [pattern],
+        retry: this.sync.retry,
+        concurrency: 1,
+        label: `@EventPattern(${pattern})`,
+        handler,
+      });
+    }
+  }
+
+
+  /** Stops consuming and waits (bounded) for handlers in flight to finish and settle. */
+  async drain(timeoutMs = this.sync.shutdownTimeoutMs): Promise<void> {
+    await Promise.all([...this.consumers.values()].map((consumer) => consumer.stop(timeoutMs)));
+  }
+
+  override async close(): Promise<void> {
+    await this.drain();
+    await Promise.all([...this.consumers.values()].map((consumer) => consumer.close()));
+    this.consumers.clear();
+    const connection = this.connection;
+    this.connection = undefined;
+    this.server = null;
+    this.starting = undefined;
+    await connection?.close().catch(() => undefined);
+  }
+}
+
+/** A Nest handler may return an Observable (interceptors, filters): wait for it to finish. */
+function settleResult(result: unknown): unknown {
+  return isObservable(result) ? lastValueFrom(result, { defaultValue: undefined }) : result;
+}

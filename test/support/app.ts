@@ -1,0 +1,73 @@
+import type { INestApplicationContext, Provider, Type } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { DataSource } from 'typeorm';
+import { deadLetterQueueName, retryQueueName, SyncMetrics, SyncModule, SyncServer, type SyncModuleOptions } from '../../lib/index.js';
+import { Broker } from './broker.js';
+import { type Engine, typeOrmOptions } from './databases.js';
+import { AMQP_URL } from './env.js';
+import { unique } from './wait.js';
+
+export interface TestApp {
+  app: INestApplicationContext;
+  service: string;
+  exchange: string;
+  metrics: SyncMetrics;
+  dataSource: DataSource;
+  /** `<service>.<consumer>` */
+  queueOf(consumer: string): string;
+  /** Closes the app (graceful shutdown), then deletes its queues and exchange and database file. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  engine: Engine;
+  providers?: Provider[];
+  controllers?: Type[];
+  entities?: Function[];
+  sync?: Partial<SyncModuleOptions>;
+  /** Keep the queues after close (for tests that restart the same service). */
+  keepTopology?: boolean;
+  service?: string;
+  exchange?: string;
+  /** Reuse a SQLite file or other options across two apps. */
+  typeorm?: ReturnType<typeof typeOrmOptions>;
+}
+
+/** Boots a Nest application context with TypeORM on a real database and SyncModule on the real broker. */
+export async function startApp(options: StartOptions): Promise<TestApp> {
+  const service = options.service ?? unique('svc');
+  const exchange = options.exchange ?? unique('ex');
+  const typeorm = options.typeorm ?? typeOrmOptions(options.engine, options.entities ?? []);
+  const moduleRef = await Test.createTestingModule({
+    imports: [TypeOrmModule.forRoot(typeorm.options), SyncModule.forRoot({ service, exchange, url: AMQP_URL, ...options.sync })],
+    providers: options.providers ?? [],
+    controllers: options.controllers ?? [],
+  }).compile();
+  moduleRef.useLogger(process.env.SYNC_TEST_LOGS ? ['log', 'warn', 'error', 'debug'] : ['error']);
+  const app = await moduleRef.init();
+  const server = app.get(SyncServer);
+  const queues = server.registered.flatMap((definition) => [
+    definition.queue,
+    deadLetterQueueName(definition.queue),
+    ...new Set(definition.retry.delaysMs.map((delay) => retryQueueName(definition.queue, delay))),
+  ]);
+  return {
+    app,
+    service,
+    exchange,
+    metrics: app.get(SyncMetrics),
+    dataSource: app.get(DataSource),
+    queueOf: (consumer) => `${service}.${consumer}`,
+    async close() {
+      await app.close();
+      if (!options.keepTopology) {
+        const broker = await Broker.connect();
+        await broker.deleteQueues(...queues);
+        await broker.deleteExchange(exchange);
+        await broker.close();
+        if (!options.typeorm) typeorm.cleanup();
+      }
+    },
+  };
+}
