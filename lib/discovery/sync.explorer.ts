@@ -4,6 +4,7 @@ import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { ExternalContextCreator } from '@nestjs/core';
 import type { InstanceWrapper } from '@nestjs/core/injector/instance-wrapper';
 import type { ConsumerDefinition, EventHandler } from '../consumer/consumer-definition.js';
+import { settleHandlerResult } from '../consumer/handler-result.js';
 import { bindPublisher } from '../decorators/publishes-event.decorator.js';
 import { UnsupportedHandlerScopeError } from '../errors/unsupported-handler-scope.error.js';
 import type { ResolvedSyncOptions } from '../interfaces/sync-module-options.interface.js';
@@ -79,6 +80,7 @@ export class SyncExplorer {
 
   private wrap(instance: object, methodName: string): EventHandler {
     const callback = (instance as Record<string, (...args: unknown[]) => unknown>)[methodName];
-    return this.contextCreator.create(instance as never, callback, methodName, ROUTE_ARGS_METADATA, this.paramsFactory, undefined, undefined, undefined, 'rpc');
+    const handler = this.contextCreator.create(instance as never, callback, methodName, ROUTE_ARGS_METADATA, this.paramsFactory, undefined, undefined, undefined, 'rpc');
+    return (data, context) => settleHandlerResult(handler(data, context));
   }
 }

@@ -56,6 +56,8 @@ export class SyncClient extends ClientRMQ {
       publishTimeout: this.sync.publishTimeoutMs,
       setup: (channel: ConfirmChannel) => this.setupPublisher(channel),
     });
+    // An unhandled 'error' event would crash the process; the publish that failed rejects on its own.
+    this.publisher.on('error', (error: Error) => this.logger.error(`Publishing channel: ${error.message}`));
   }
 
   private async setupPublisher(channel: ConfirmChannel): Promise<void> {

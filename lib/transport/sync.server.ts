@@ -1,10 +1,10 @@
 import { Logger } from '@nestjs/common';
 import { type CustomTransportStrategy, ServerRMQ } from '@nestjs/microservices';
 import type { AmqpConnectionManager } from 'amqp-connection-manager';
-import { isObservable, lastValueFrom } from 'rxjs';
 import type { ConsumerDefinition, EventHandler } from '../consumer/consumer-definition.js';
 import type { EventContext } from '../consumer/event-context.js';
 import type { EventProcessor } from '../consumer/event-processor.js';
+import { settleHandlerResult } from '../consumer/handler-result.js';
 import { QueueConsumer } from '../consumer/queue-consumer.js';
 import { BrokerUnavailableError } from '../errors/broker-unavailable.error.js';
 import { DuplicateConsumerError } from '../errors/duplicate-consumer.error.js';
@@ -152,7 +152,7 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
       const chain: NestHandler[] = [];
       for (let handler: NestHandler | undefined = head; handler; handler = handler.next) chain.push(handler);
       const handler: EventHandler = async (data, context: EventContext) => {
-        for (const link of chain) await settleResult(await link(data, context));
+        for (const link of chain) await settleHandlerResult(link(data, context));
       };
       this.register({
         consumer,
@@ -182,9 +182,4 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
     this.starting = undefined;
     await connection?.close().catch(() => undefined);
   }
-}
-
-/** A Nest handler may return an Observable (interceptors, filters): wait for it to finish. */
-function settleResult(result: unknown): unknown {
-  return isObservable(result) ? lastValueFrom(result, { defaultValue: undefined }) : result;
 }
