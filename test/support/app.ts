@@ -1,4 +1,4 @@
-import type { INestApplicationContext, Provider, Type } from '@nestjs/common';
+import { ConsoleLogger, type INestApplicationContext, type Provider, type Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { DataSource } from 'typeorm';
@@ -44,7 +44,7 @@ export async function startApp(options: StartOptions): Promise<TestApp> {
     providers: options.providers ?? [],
     controllers: options.controllers ?? [],
   }).compile();
-  moduleRef.useLogger(process.env.SYNC_TEST_LOGS ? ['log', 'warn', 'error', 'debug'] : ['error']);
+  moduleRef.useLogger(process.env.SYNC_TEST_LOGS ? new ConsoleLogger({ logLevels: ['log', 'warn', 'error', 'debug'] }) : ['error']);
   const app = await moduleRef.init();
   const server = app.get(SyncServer);
   const queues = server.registered.flatMap((definition) => [
