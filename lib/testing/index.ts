@@ -1,0 +1,1 @@
+export { RecordingPublisher, recordPublishedEvents } from './recording-publisher.js';

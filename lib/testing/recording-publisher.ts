@@ -1,0 +1,44 @@
+import { bindPublisher, type EventEmitterPort } from '../decorators/publishes-event.decorator.js';
+import type { PublishOptions } from '../interfaces/publish-options.interface.js';
+import type { PublishesEventMetadata } from '../interfaces/publishes-event-options.interface.js';
+import type { SyncEvent } from '../interfaces/sync-event.interface.js';
+import { buildEnvelope } from '../publisher/envelope.js';
+
+/**
+ * An in-memory stand-in for SyncPublisher in unit tests: records envelopes instead of sending
+ * them. Use `provide: SyncPublisher, useValue: new RecordingPublisher()` in a testing module,
+ * or `recordPublishedEvents(instance)` for a class built with `new`.
+ */
+export class RecordingPublisher implements EventEmitterPort {
+  readonly events: SyncEvent[] = [];
+
+  constructor(private readonly service = 'test') {}
+
+  async publish<T>(eventType: string, data: T, options: PublishOptions = {}): Promise<SyncEvent<T>> {
+    const envelope = buildEnvelope(this.service, eventType, data, options);
+    this.events.push(envelope);
+    return envelope;
+  }
+
+  publishResult(metadata: PublishesEventMetadata, result: unknown, args: unknown[]): Promise<unknown> {
+    const key = metadata.options.key?.(result, args);
+    const data = metadata.options.map ? metadata.options.map(result, args) : result;
+    return this.publish(metadata.eventType, data, { key: key === undefined ? undefined : String(key) });
+  }
+
+  track(pending: Promise<unknown>): void {
+    void pending;
+  }
+
+  /** The recorded events of one type. */
+  ofType<T = unknown>(eventType: string): SyncEvent<T>[] {
+    return this.events.filter((event) => event.eventType === eventType) as SyncEvent<T>[];
+  }
+}
+
+/** Makes an instance's @PublishesEvent methods record into the returned publisher. */
+export function recordPublishedEvents(instance: object, service?: string): RecordingPublisher {
+  const recorder = new RecordingPublisher(service);
+  bindPublisher(instance, recorder);
+  return recorder;
+}
