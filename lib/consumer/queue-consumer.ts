@@ -78,9 +78,20 @@ export class QueueConsumer {
       retryDelaysMs: definition.retry.delaysMs,
     });
     await channel.prefetch(Math.max(settings.prefetch, definition.concurrency), false);
-    const { consumerTag } = await channel.consume(definition.queue, (message) => message && this.accept({ channel, message }), { noAck: false });
+    const { consumerTag } = await channel.consume(
+      definition.queue,
+      (message) => (message ? this.accept({ channel, message }) : this.onCancelledByBroker(channel)),
+      { noAck: false },
+    );
     this.consumerTag = consumerTag;
     this.logger.log(`${definition.label} consumes ${definition.queue} (${definition.eventTypes.join(', ')})`);
+  }
+
+  /** The broker cancels a consumer whose queue was deleted: reopen, which declares the queue again. */
+  private onCancelledByBroker(channel: ConfirmChannel): void {
+    if (this.stopped) return;
+    this.logger.warn(`RabbitMQ cancelled the consumer of ${this.definition.queue} (queue deleted?); declaring it again`);
+    channel.close().catch(() => undefined);
   }
 
   private accept(delivery: Delivery): void {
