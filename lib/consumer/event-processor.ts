@@ -6,7 +6,7 @@ import type { ConsumerDefinition } from './consumer-definition.js';
 import { EventContext } from './event-context.js';
 import type { IncomingEvent } from './incoming-event.js';
 import { attemptOf, parseMessage } from './parse-message.js';
-import { type Failure, failureOf, Settler } from './settler.js';
+import { CopyReturnedError, type Failure, failureOf, Settler } from './settler.js';
 
 /**
  * The consume pipeline, one small step each: parse -> dedupe + handle (one transaction) ->
@@ -43,6 +43,8 @@ export class EventProcessor {
       // message back so it is not held until the channel closes.
       this.logger.error(`Could not settle a message of ${definition.queue}: ${(error as Error).message}; requeued`);
       this.settler.requeue(channel, message);
+      // A missing retry queue or DLQ: reopening the channel declares the topology again.
+      if (error instanceof CopyReturnedError) channel.close().catch(() => undefined);
     }
   }
 

@@ -61,6 +61,9 @@ export class QueueConsumer {
 
   /** A channel can close on its own (a channel error): reopen it while the connection lives. */
   private onChannelClosed(channel: ConfirmChannel, connection: Connection): void {
+    // Deliveries of a dead channel that have not started are redelivered by the broker: running
+    // them now would only do work whose ack cannot reach it.
+    for (let i = this.waiting.length - 1; i >= 0; i--) if (this.waiting[i].channel === channel) this.waiting.splice(i, 1);
     if (this.channel !== channel) return;
     this.channel = undefined;
     this.consumerTag = undefined;

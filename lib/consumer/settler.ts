@@ -10,6 +10,14 @@ export interface Failure {
   stack?: string;
 }
 
+/** The retry or dead-letter queue a copy was sent to does not exist (deleted under us). */
+export class CopyReturnedError extends Error {
+  constructor(readonly queue: string) {
+    super(`the copy sent to ${queue} was returned: the queue does not exist`);
+    this.name = 'CopyReturnedError';
+  }
+}
+
 export function failureOf(error: unknown): Failure {
   if (error instanceof Error) return { name: error.name, message: error.message, stack: error.stack };
   return { name: typeof error, message: String(error) };
@@ -91,13 +99,25 @@ export class Settler {
       timestamp: properties.timestamp,
       headers,
     };
-    return new Promise((resolve, reject) => {
+    // A mandatory publish that no queue takes comes back as basic.return before its confirm.
+    let returned = false;
+    const onReturn = (back: ConsumeMessage) => {
+      if (back.fields.routingKey === queue && back.properties.messageId === options.messageId && back.properties.headers?.[HEADER.lastFailureAt] === headers[HEADER.lastFailureAt]) {
+        returned = true;
+      }
+    };
+    channel.on('return', onReturn);
+    return new Promise<void>((resolve, reject) => {
       try {
-        channel.publish('', queue, message.content, options, (error) => (error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve()));
+        channel.publish('', queue, message.content, options, (error) => {
+          if (error) reject(error instanceof Error ? error : new Error(String(error)));
+          else if (returned) reject(new CopyReturnedError(queue));
+          else resolve();
+        });
       } catch (error) {
         reject(error);
       }
-    });
+    }).finally(() => channel.off('return', onReturn));
   }
 }
 

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { EventContext, OnEvent, SyncProcessedEvent } from '../../lib/index.js';
+import { deadLetterQueueName, EventContext, NonRetryableError, OnEvent, SyncProcessedEvent } from '../../lib/index.js';
 import { startApp, type TestApp } from '../support/app.js';
 import { Broker } from '../support/broker.js';
 import { unique, waitFor } from '../support/wait.js';
@@ -13,8 +13,9 @@ describe('a consumer whose queue is deleted under it (SQLite)', () => {
   @Injectable()
   class Recovery {
     @OnEvent('Ping', { consumer, retry: false })
-    async onPing(_data: unknown, ctx: EventContext) {
+    async onPing(data: { reject?: boolean }, ctx: EventContext) {
       seen.push(ctx.eventId);
+      if (data.reject) throw new NonRetryableError('rejected on purpose');
     }
   }
 
@@ -28,8 +29,8 @@ describe('a consumer whose queue is deleted under it (SQLite)', () => {
     await broker.close();
   });
 
-  const ping = (eventId: string) =>
-    broker.publishRaw(app.exchange, 'Ping', JSON.stringify({ eventId, eventType: 'Ping', data: {}, timestamp: new Date().toISOString(), source: 'test' }));
+  const ping = (eventId: string, data: object = {}) =>
+    broker.publishRaw(app.exchange, 'Ping', JSON.stringify({ eventId, eventType: 'Ping', data, timestamp: new Date().toISOString(), source: 'test' }));
 
   it('declares the queue again, re-binds it, and consumes the next event', async () => {
     await ping('before');
@@ -46,5 +47,16 @@ describe('a consumer whose queue is deleted under it (SQLite)', () => {
     );
     expect(seen.filter((id) => id === 'after')).toHaveLength(1);
     expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer })).toBe(2);
+  });
+
+  it('never loses a dead letter whose DLQ was deleted: it is requeued, the DLQ declared again, then dead-lettered', async () => {
+    const dlq = deadLetterQueueName(app.queueOf(consumer));
+    await broker.deleteQueues(dlq);
+    await ping('doomed', { reject: true });
+    const [letter] = await broker.takeAll(dlq, 1);
+    expect(JSON.parse(letter.content.toString()).eventId).toBe('doomed');
+    expect(letter.properties.headers?.['sync-reason']).toBe('non-retryable');
+    expect(seen.filter((id) => id === 'doomed').length).toBeGreaterThanOrEqual(2);
+    expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer, eventId: 'doomed' })).toBe(0);
   });
 });

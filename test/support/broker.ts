@@ -11,7 +11,10 @@ export class Broker {
 
   static async connect(url = AMQP_URL): Promise<Broker> {
     const connection = await amqp.connect(url);
+    // A test connection may see the broker restarted: an unhandled 'error' event would end the run.
+    connection.on('error', () => undefined);
     const channel = await connection.createConfirmChannel();
+    channel.on('error', () => undefined);
     return new Broker(connection, channel);
   }
 
@@ -25,6 +28,7 @@ export class Broker {
 
   async messageCount(queue: string): Promise<number> {
     const probe = await this.connection.createChannel();
+    probe.on('error', () => undefined);
     try {
       return (await probe.checkQueue(queue)).messageCount;
     } finally {
@@ -32,14 +36,20 @@ export class Broker {
     }
   }
 
-  /** Takes every message off a queue (acking them), waiting until at least `atLeast` arrived. */
+  /** Takes every message off a queue (acking them), waiting until at least `atLeast` arrived (and the queue exists). */
   async takeAll(queue: string, atLeast = 1, timeoutMs = 15_000): Promise<GetMessage[]> {
     const taken: GetMessage[] = [];
     await waitFor(
       async () => {
-        for (let message = await this.channel.get(queue); message; message = await this.channel.get(queue)) {
-          this.channel.ack(message);
-          taken.push(message);
+        const channel = await this.connection.createChannel();
+        channel.on('error', () => undefined);
+        try {
+          for (let message = await channel.get(queue); message; message = await channel.get(queue)) {
+            channel.ack(message);
+            taken.push(message);
+          }
+        } finally {
+          await channel.close().catch(() => undefined);
         }
         return taken.length >= atLeast;
       },
@@ -51,6 +61,7 @@ export class Broker {
   async deleteQueues(...queues: string[]): Promise<void> {
     for (const queue of queues) {
       const channel = await this.connection.createChannel();
+      channel.on('error', () => undefined);
       await channel.deleteQueue(queue).catch(() => undefined);
       await channel.close().catch(() => undefined);
     }
@@ -58,6 +69,7 @@ export class Broker {
 
   async deleteExchange(exchange: string): Promise<void> {
     const channel = await this.connection.createChannel();
+    channel.on('error', () => undefined);
     await channel.deleteExchange(exchange).catch(() => undefined);
     await channel.close().catch(() => undefined);
   }
