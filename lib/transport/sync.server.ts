@@ -105,6 +105,9 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
       this.connection = connection;
       this.server = connection as never;
       this.watch(connection);
+      // Listeners added through `server.on(...)` before the connection existed.
+      for (const { event, callback } of this.pendingEventListeners) connection.on(event as never, callback as never);
+      this.pendingEventListeners = [];
     }
     const connection = this.connection;
     if (connection.isConnected()) return connection;
