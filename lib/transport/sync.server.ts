@@ -66,6 +66,9 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
 
   /** Nest calls this for a connected microservice; the module calls it at bootstrap. Idempotent. */
   override async listen(callback: (error?: unknown, ...args: unknown[]) => void): Promise<void> {
+    // `startAllMicroservices()` may run before `init()` (the order Nest documents for hybrid
+    // apps): the module then starts consuming at bootstrap, @EventPattern handlers included.
+    if (!this.processor) return callback();
     try {
       await this.start();
       callback();
@@ -83,7 +86,7 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
   }
 
   private async startConsumers(): Promise<void> {
-    if (!this.processor) throw new Error('SyncServer has no pipeline yet: import SyncModule in the application that serves it.');
+    if (!this.processor) throw new Error('SyncServer has no pipeline yet: it starts when the application that imports SyncModule bootstraps.');
     this.adoptEventPatterns();
     const connection = await this.connect();
     for (const definition of this.definitions.values()) {
