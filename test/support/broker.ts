@@ -1,4 +1,5 @@
 import amqp, { type Channel, type ChannelModel, type GetMessage } from 'amqplib';
+import { deadLetterQueueName } from '../../lib/index.js';
 import { AMQP_URL } from './env.js';
 import { waitFor } from './wait.js';
 
@@ -76,5 +77,15 @@ export class Broker {
 
   async close(): Promise<void> {
     await this.connection.close().catch(() => undefined);
+  }
+}
+
+/** Messages left on a handler queue and on its DLQ, as a fresh connection sees them. */
+export async function leftOnQueues(queue: string): Promise<{ queue: number; dlq: number }> {
+  const broker = await Broker.connect();
+  try {
+    return { queue: await broker.messageCount(queue), dlq: await broker.messageCount(deadLetterQueueName(queue)) };
+  } finally {
+    await broker.close();
   }
 }
