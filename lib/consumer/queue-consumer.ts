@@ -48,6 +48,8 @@ export class QueueConsumer {
   private async open(connection: Connection): Promise<void> {
     if (this.stopped) return;
     const channel = await connection.createConfirmChannel();
+    // Each retry or dead-letter copy in flight watches for its return: one listener per concurrent run.
+    channel.setMaxListeners(0);
     channel.on('error', (error: Error) => this.logger.error(`Channel of ${this.definition.queue} failed: ${error.message}`));
     channel.on('close', () => this.onChannelClosed(channel, connection));
     try {

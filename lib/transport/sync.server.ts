@@ -107,6 +107,8 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
       const connection = (await this.createClient()) as unknown as AmqpConnectionManager;
       this.connection = connection;
       this.server = connection as never;
+      // Every handler's consumer listens for reconnects: dozens of listeners are expected, not a leak.
+      connection.setMaxListeners(0);
       this.watch(connection);
       // Listeners added through `server.on(...)` before the connection existed.
       for (const { event, callback } of this.pendingEventListeners) connection.on(event as never, callback as never);
