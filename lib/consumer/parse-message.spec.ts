@@ -1,5 +1,5 @@
 import type { ConsumeMessage } from 'amqplib';
-import { parseMessage } from './parse-message.js';
+import { attemptOf, parseMessage } from './parse-message.js';
 
 function delivery(body: string, properties: Partial<ConsumeMessage['properties']> = {}): ConsumeMessage {
   return {
@@ -47,5 +47,21 @@ describe('parseMessage', () => {
     const result = parseMessage(delivery('{"eventType":"X","data":{"__proto__":{"polluted":true}}}'));
     expect(result.ok).toBe(true);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+});
+
+describe('attemptOf', () => {
+  const withAttempt = (value: unknown) => delivery('{}', { headers: { 'sync-attempt': value } });
+  it.each([
+    [2, 2],
+    ['3', 3],
+    ['3abc', 1],
+    ['2.5', 1],
+    [2.5, 1],
+    [-1, 1],
+    ['1000000000', 1],
+    [undefined, 1],
+  ])('%p -> %p', (value, expected) => {
+    expect(attemptOf(withAttempt(value))).toBe(expected);
   });
 });

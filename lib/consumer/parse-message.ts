@@ -8,8 +8,8 @@ export type ParseResult = { ok: true; event: IncomingEvent } | { ok: false; reas
 /** Reads the delivery count we carry ourselves (never x-death): 1 when absent or unreadable. */
 export function attemptOf(message: ConsumeMessage): number {
   const raw = message.properties.headers?.[HEADER.attempt];
-  const attempt = typeof raw === 'number' ? raw : typeof raw === 'string' ? Number.parseInt(raw, 10) : Number.NaN;
-  return Number.isInteger(attempt) && attempt >= 1 ? attempt : 1;
+  const attempt = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d{1,9}$/.test(raw) ? Number(raw) : Number.NaN;
+  return Number.isSafeInteger(attempt) && attempt >= 1 ? attempt : 1;
 }
 
 /**

@@ -32,3 +32,18 @@ export function isUniqueViolation(dialect: Dialect, error: unknown): boolean {
   const driverError = (error as { driverError?: unknown }).driverError ?? error;
   return typeof driverError === 'object' && driverError !== null && UNIQUE_VIOLATION[dialect](driverError as Record<string, unknown>);
 }
+
+const TRANSIENT_CONFLICT: Record<Dialect, (error: Record<string, unknown>) => boolean> = {
+  // deadlock_detected, serialization_failure
+  postgres: (e) => e.code === '40P01' || e.code === '40001',
+  // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
+  mysql: (e) => e.errno === 1213 || e.errno === 1205 || e.code === 'ER_LOCK_DEADLOCK' || e.code === 'ER_LOCK_WAIT_TIMEOUT',
+  sqlite: (e) => e.code === 'SQLITE_BUSY' || e.code === 'SQLITE_LOCKED',
+};
+
+/** True when the database gave up on a transaction because of a lock conflict: running it again is the fix. */
+export function isTransientConflict(dialect: Dialect, error: unknown): boolean {
+  if (!error || typeof error !== 'object') return false;
+  const driverError = (error as { driverError?: unknown }).driverError ?? error;
+  return typeof driverError === 'object' && driverError !== null && TRANSIENT_CONFLICT[dialect](driverError as Record<string, unknown>);
+}

@@ -1,10 +1,12 @@
 import type { DataSource, EntityManager } from 'typeorm';
-import { type Dialect, dialectOf, isUniqueViolation } from './dialect.js';
+import { type Dialect, dialectOf, isTransientConflict, isUniqueViolation } from './dialect.js';
 import { SyncProcessedEvent } from './entities/sync-processed-event.entity.js';
 
 export type InboxOutcome<T> = { status: 'processed'; result: T } | { status: 'duplicate' };
 
 class AlreadyProcessed {}
+
+const MAX_CONFLICT_RERUNS = 3;
 
 /**
  * Runs a handler at most once per (consumer, event id) in effect: the dedupe row and the
@@ -29,7 +31,22 @@ export class InboxStore {
     return run;
   }
 
+  /**
+   * Two deliveries of one event race on the dedupe row; when the winner rolls back, InnoDB may
+   * pick the waiter as a deadlock victim. Running the transaction again at once then sees the
+   * row (or takes it) instead of spending one of the handler's retries on a lock conflict.
+   */
   private async transaction<T>(consumer: string, eventId: string, work: (manager: EntityManager) => Promise<T>): Promise<InboxOutcome<T>> {
+    for (let conflicts = 0; ; conflicts++) {
+      try {
+        return await this.transactionOnce(consumer, eventId, work);
+      } catch (error) {
+        if (conflicts >= MAX_CONFLICT_RERUNS || !isTransientConflict(this.dialect, error)) throw error;
+      }
+    }
+  }
+
+  private async transactionOnce<T>(consumer: string, eventId: string, work: (manager: EntityManager) => Promise<T>): Promise<InboxOutcome<T>> {
     try {
       const result = await this.dataSource.transaction(async (manager) => {
         await this.markProcessed(manager, consumer, eventId);
