@@ -3,6 +3,7 @@ export { SYNC_MODULE_OPTIONS, SYNC_RESOLVED_OPTIONS, type SyncModuleExtras } fro
 export { OnEvent, OnSyncEvent } from './decorators/on-event.decorator.js';
 export { PublishesEvent } from './decorators/publishes-event.decorator.js';
 export { EventContext } from './consumer/event-context.js';
+export type { ConsumerStatus } from './consumer/queue-consumer.js';
 export { SyncPublisher } from './publisher/sync.publisher.js';
 export { SyncClient } from './transport/sync.client.js';
 export { SyncServer, SYNC_TRANSPORT } from './transport/sync.server.js';

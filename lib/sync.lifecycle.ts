@@ -6,6 +6,7 @@ import { EventProcessor } from './consumer/event-processor.js';
 import { SyncExplorer } from './discovery/sync.explorer.js';
 import { MissingDataSourceError } from './errors/missing-data-source.error.js';
 import type { ResolvedSyncOptions } from './interfaces/sync-module-options.interface.js';
+import { assertRetentionCovers } from './options/resolve-options.js';
 import { InboxStore } from './persistence/inbox.store.js';
 import { SyncPublisher } from './publisher/sync.publisher.js';
 import { SYNC_RESOLVED_OPTIONS } from './sync.module-definition.js';
@@ -37,9 +38,13 @@ export class SyncLifecycle implements OnModuleInit, OnApplicationBootstrap, Befo
   onModuleInit(): void {
     this.explorer.bindPublishers();
     const handlers = this.explorer.handlers(this.options);
-    for (const handler of handlers) this.server.register(handler);
+    for (const handler of handlers) {
+      assertRetentionCovers(this.options.retentionMs, handler.retry.delaysMs, handler.label);
+      this.server.register(handler);
+    }
     this.inbox = new InboxStore(this.resolveDataSource());
-    this.server.usePipeline(new EventProcessor(this.inbox, this.metrics));
+    this.warnOnSqlite();
+    this.server.usePipeline(new EventProcessor(this.inbox, this.metrics, this.options.exchange));
   }
 
   async onApplicationBootstrap(): Promise<void> {
@@ -58,6 +63,16 @@ export class SyncLifecycle implements OnModuleInit, OnApplicationBootstrap, Befo
   async onApplicationShutdown(): Promise<void> {
     await this.server.close();
     await this.client.close();
+  }
+
+  /** SQLite has one connection: whatever else the app writes while a handler runs joins (and shares the fate of) its transaction. */
+  private warnOnSqlite(): void {
+    if (this.inbox?.dialect !== 'sqlite') return;
+    this.logger.warn(
+      'Processed events are stored on SQLite, which has a single connection: handlers run one at a time, and any other ' +
+        'query the application runs while a handler is in flight joins that handler\'s transaction. Use SQLite for ' +
+        'single-writer services, tests and demos; use PostgreSQL or MySQL/MariaDB for services that write concurrently.',
+    );
   }
 
   private resolveDataSource(): DataSource {

@@ -17,6 +17,8 @@ export interface SyncCounters {
   deadLettered: number;
   /** Messages that could not be parsed or lacked eventType (a subset of deadLettered). */
   malformed: number;
+  /** Events that arrived through a binding the handler no longer subscribes to (binding removed, acked). */
+  unsubscribed: number;
 }
 
 /** In-process counters of what happened to events; read them for health checks and tests. */
@@ -45,5 +47,5 @@ export class SyncMetrics {
 }
 
 function emptyCounters(): SyncCounters {
-  return { published: 0, unroutable: 0, publishFailed: 0, handled: 0, duplicates: 0, retried: 0, deadLettered: 0, malformed: 0 };
+  return { published: 0, unroutable: 0, publishFailed: 0, handled: 0, duplicates: 0, retried: 0, deadLettered: 0, malformed: 0, unsubscribed: 0 };
 }

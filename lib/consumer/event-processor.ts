@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
+import { NonRetryableError } from '../errors/non-retryable.error.js';
 import type { InboxStore } from '../persistence/inbox.store.js';
 import type { SyncMetrics } from '../sync.metrics.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
@@ -20,6 +21,7 @@ export class EventProcessor {
   constructor(
     private readonly inbox: InboxStore,
     private readonly metrics: SyncMetrics,
+    private readonly exchange: string,
   ) {}
 
   async process(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition): Promise<void> {
@@ -32,6 +34,7 @@ export class EventProcessor {
       const event = parsed.event;
       this.warnOnForeignId(event, definition);
       if (!definition.eventTypes.includes(event.eventType)) {
+        if (await this.dropStaleBinding(channel, message, definition, event)) return;
         return await this.deadLetter(channel, message, definition, 'unhandled-event-type', event.attempt, {
           name: 'UnhandledEventType',
           message: `${definition.label} subscribes to ${definition.eventTypes.join(', ')}, not ${event.eventType}`,
@@ -46,6 +49,23 @@ export class EventProcessor {
       // A missing retry queue or DLQ: reopening the channel declares the topology again.
       if (error instanceof CopyReturnedError) channel.close().catch(() => undefined);
     }
+  }
+
+  /**
+   * Bindings are only ever added, so a handler that stopped subscribing to a type still has
+   * the old binding: such an event is no failure. Remove the binding, ack, and say so.
+   */
+  private async dropStaleBinding(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition, event: IncomingEvent): Promise<boolean> {
+    const { exchange, routingKey } = message.fields;
+    if (exchange !== this.exchange || definition.eventTypes.includes(routingKey)) return false;
+    await channel.unbindQueue(definition.queue, exchange, routingKey);
+    this.settler.ack(channel, message);
+    this.metrics.increment('unsubscribed', definition.consumer);
+    this.logger.warn(
+      `${describe(event)} -> ${definition.label}: its queue was still bound to "${routingKey}", which the handler no longer ` +
+        `subscribes to; removed that binding, acked and skipped`,
+    );
+    return true;
   }
 
   private async handle(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition, event: IncomingEvent): Promise<void> {
@@ -70,7 +90,7 @@ export class EventProcessor {
   private async onFailure(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition, event: IncomingEvent, error: unknown): Promise<void> {
     const failure = failureOf(error);
     const { attempts, delaysMs } = definition.retry;
-    if (failure.name === 'NonRetryableError') {
+    if (error instanceof NonRetryableError || failure.name === 'NonRetryableError') {
       return this.deadLetter(channel, message, definition, 'non-retryable', event.attempt, failure, describe(event));
     }
     if (event.attempt >= attempts) {

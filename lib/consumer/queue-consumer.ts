@@ -6,6 +6,17 @@ import { declareConsumerTopology, explainDeclareError } from '../transport/topol
 import type { ConsumerDefinition } from './consumer-definition.js';
 import type { EventProcessor } from './event-processor.js';
 
+const MAX_REOPEN_DELAY_MS = 30_000;
+
+export interface ConsumerStatus {
+  consumer: string;
+  queue: string;
+  /** `recovering`: the connection or channel is down, or the queue could not be declared (see lastError). */
+  state: 'consuming' | 'recovering' | 'stopped';
+  inFlight: number;
+  lastError?: string;
+}
+
 interface Delivery {
   channel: ConfirmChannel;
   message: ConsumeMessage;
@@ -25,6 +36,8 @@ export class QueueConsumer {
   private readonly running = new Set<Promise<void>>();
   private stopped = true;
   private reopenTimer?: NodeJS.Timeout;
+  private reopenAttempts = 0;
+  private lastError?: string;
 
   constructor(
     readonly definition: ConsumerDefinition,
@@ -42,8 +55,28 @@ export class QueueConsumer {
   }
 
   private readonly onConnect = ({ connection }: { connection: Connection }): void => {
-    this.open(connection).catch((error: Error) => this.logger.error(`${this.definition.label}: cannot consume ${this.definition.queue}: ${error.message}`));
+    this.reopenAttempts = 0;
+    this.openOrRetry(connection);
   };
+
+  /** Opens the channel; a failure (a declare refused, a channel limit) is retried with backoff while the connection lives. */
+  private openOrRetry(connection: Connection): void {
+    this.open(connection).catch((error: Error) => {
+      const delay = Math.min(this.settings.reopenDelayMs * 2 ** this.reopenAttempts, MAX_REOPEN_DELAY_MS);
+      this.reopenAttempts += 1;
+      this.lastError = error.message;
+      this.logger.error(`${this.definition.label}: cannot consume ${this.definition.queue}: ${error.message} Trying again in ${delay} ms.`);
+      this.scheduleReopen(connection, delay);
+    });
+  }
+
+  private scheduleReopen(connection: Connection, delayMs: number): void {
+    clearTimeout(this.reopenTimer);
+    if (this.stopped || this.connection.connection !== connection) return;
+    this.reopenTimer = setTimeout(() => {
+      if (!this.stopped && !this.channel && this.connection.connection === connection) this.openOrRetry(connection);
+    }, delayMs);
+  }
 
   private async open(connection: Connection): Promise<void> {
     if (this.stopped) return;
@@ -58,7 +91,14 @@ export class QueueConsumer {
       await channel.close().catch(() => undefined);
       throw explainDeclareError(error);
     }
+    if (this.stopped) {
+      // stop() ran while this channel was being set up: it must not keep consuming.
+      await channel.close().catch(() => undefined);
+      return;
+    }
     this.channel = channel;
+    this.reopenAttempts = 0;
+    this.lastError = undefined;
   }
 
   /** A channel can close on its own (a channel error): reopen it while the connection lives. */
@@ -69,10 +109,7 @@ export class QueueConsumer {
     if (this.channel !== channel) return;
     this.channel = undefined;
     this.consumerTag = undefined;
-    if (this.stopped || this.connection.connection !== connection) return;
-    this.reopenTimer = setTimeout(() => {
-      if (this.connection.connection === connection) this.onConnect({ connection });
-    }, this.settings.reopenDelayMs);
+    this.scheduleReopen(connection, this.settings.reopenDelayMs);
   }
 
   private async setup(channel: ConfirmChannel): Promise<void> {
@@ -142,6 +179,12 @@ export class QueueConsumer {
       this.logger.warn(`${this.definition.label}: ${this.running.size} handler(s) still running after ${timeoutMs} ms (shutdownTimeout); their messages return to the queue`);
     }
     return finished;
+  }
+
+  /** For health checks: whether this handler is consuming right now, and why not. */
+  get status(): ConsumerStatus {
+    const state = this.stopped ? 'stopped' : this.channel ? 'consuming' : 'recovering';
+    return { consumer: this.definition.consumer, queue: this.definition.queue, state, inFlight: this.running.size, lastError: this.lastError };
   }
 
   get inFlight(): number {

@@ -1,11 +1,10 @@
 import { SetMetadata } from '@nestjs/common';
 import { InvalidDecoratorUsageError } from '../errors/invalid-decorator-usage.error.js';
 import type { OnEventMetadata, OnEventOptions } from '../interfaces/on-event-options.interface.js';
+import { consumerNameProblem } from '../options/consumer-name.js';
 import { assertEventType } from '../options/event-type.js';
 import { resolveRetryPolicy } from '../options/retry-policy.js';
 import { ON_EVENT_METADATA } from '../sync.constants.js';
-
-const CONSUMER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 
 /**
  * Subscribes a provider method to one or more event types. The method gets `(data, ctx)` for
@@ -30,11 +29,8 @@ export function OnEvent(eventType: string | string[], options: OnEventOptions = 
 export const OnSyncEvent = OnEvent;
 
 function validateOptions(options: OnEventOptions): void {
-  if (options.consumer !== undefined && (typeof options.consumer !== 'string' || !CONSUMER_NAME.test(options.consumer))) {
-    throw new InvalidDecoratorUsageError(
-      `@OnEvent option consumer ${JSON.stringify(options.consumer)} is not valid: use letters, digits, '.', '_' and '-' (it names a queue).`,
-    );
-  }
+  const problem = options.consumer === undefined ? undefined : consumerNameProblem(options.consumer);
+  if (problem) throw new InvalidDecoratorUsageError(`@OnEvent option ${problem}.`);
   if (options.concurrency !== undefined && (!Number.isInteger(options.concurrency) || options.concurrency < 1 || options.concurrency > 1000)) {
     throw new InvalidDecoratorUsageError(`@OnEvent option concurrency must be an integer from 1 to 1000 (got ${JSON.stringify(options.concurrency)}).`);
   }

@@ -6,7 +6,11 @@ export class PublishRejectedError extends Error {
     reason: string,
     options?: { cause?: unknown },
   ) {
-    super(`Event ${eventType} ${eventId} was rejected by RabbitMQ: ${reason}`, options);
+    super(
+      `Event ${eventType} ${eventId} was not confirmed by RabbitMQ: ${reason}. If the channel closed, the event may still ` +
+        `have reached the broker; to retry, publish it again with the same eventId (error.eventId).`,
+      options,
+    );
     this.name = 'PublishRejectedError';
   }
 }

@@ -6,8 +6,9 @@ export class PublishTimeoutError extends Error {
     timeoutMs: number,
   ) {
     super(
-      `Event ${eventType} ${eventId} was not confirmed by RabbitMQ within ${timeoutMs} ms ` +
-        `(publishTimeout). The broker is unreachable or overloaded; the event was not delivered.`,
+      `Event ${eventType} ${eventId} was not confirmed by RabbitMQ within ${timeoutMs} ms (publishTimeout): ` +
+        `the broker is unreachable or overloaded. The event may or may not have reached it; to retry, publish it ` +
+        `again with the same eventId (error.eventId) so consumers apply it at most once.`,
     );
     this.name = 'PublishTimeoutError';
   }

@@ -30,7 +30,7 @@ export function resolveSyncOptions(options: SyncModuleOptions): ResolvedSyncOpti
       throw new InvalidSyncOptionsError(name, 'is not a known option', `Known options: ${[...KNOWN].join(', ')}.`);
     }
   }
-  return {
+  const resolved: ResolvedSyncOptions = {
     service: resolveName(options.service, 'service', "Name this service, e.g. service: 'billing'."),
     urls: resolveUrls(options),
     exchange: resolveName(options.exchange ?? DEFAULT_EXCHANGE, 'exchange', `Use a plain name such as '${DEFAULT_EXCHANGE}'.`),
@@ -46,6 +46,23 @@ export function resolveSyncOptions(options: SyncModuleOptions): ResolvedSyncOpti
     heartbeat: resolveInteger(options.heartbeat ?? 10, 'heartbeat', 0, 3_600),
     retentionMs: options.retention === false ? false : resolveDuration(options.retention, 'retention', DEFAULT_RETENTION_MS, 60_000),
   };
+  assertRetentionCovers(resolved.retentionMs, resolved.retry.delaysMs, 'the module retry policy');
+  return resolved;
+}
+
+/**
+ * A copy still waiting in a retry tier must find its twin's dedupe row: the rows have to
+ * outlive the longest retry chain, or a redelivered event could be applied twice.
+ */
+export function assertRetentionCovers(retentionMs: number | false, delaysMs: number[], whose: string): void {
+  const chainMs = delaysMs.reduce((sum, delay) => sum + delay, 0);
+  if (retentionMs !== false && retentionMs <= chainMs) {
+    throw new InvalidSyncOptionsError(
+      'retention',
+      `(${retentionMs} ms) is not longer than the retry chain of ${whose} (${chainMs} ms)`,
+      'Keep processed-event ids longer than the longest retry chain (the default is 7 days), or shorten the retry delays.',
+    );
+  }
 }
 
 function resolveName(value: unknown, option: string, fix: string): string {

@@ -1,4 +1,5 @@
 import type { DataSource, EntityManager } from 'typeorm';
+import { AbortedTransactionError } from '../errors/aborted-transaction.error.js';
 import { type Dialect, dialectOf, isTransientConflict, isUniqueViolation } from './dialect.js';
 import { SyncProcessedEvent } from './entities/sync-processed-event.entity.js';
 
@@ -50,7 +51,9 @@ export class InboxStore {
     try {
       const result = await this.dataSource.transaction(async (manager) => {
         await this.markProcessed(manager, consumer, eventId);
-        return work(manager);
+        const value = await work(manager);
+        if (this.dialect === 'postgres') await this.assertNotAborted(manager, consumer, eventId);
+        return value;
       });
       return { status: 'processed', result };
     } catch (error) {
@@ -65,6 +68,15 @@ export class InboxStore {
     } catch (error) {
       if (isUniqueViolation(this.dialect, error)) throw new AlreadyProcessed();
       throw error;
+    }
+  }
+
+  /** PostgreSQL turns COMMIT of an aborted transaction into a silent ROLLBACK: probe before committing. */
+  private async assertNotAborted(manager: EntityManager, consumer: string, eventId: string): Promise<void> {
+    try {
+      await manager.query('SELECT 1');
+    } catch (error) {
+      throw new AbortedTransactionError(consumer, eventId, error);
     }
   }
 

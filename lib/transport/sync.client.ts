@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import { ClientRMQ, RmqRecord, type ReadPacket, type WritePacket } from '@nestjs/microservices';
 import type { AmqpConnectionManager, ChannelWrapper } from 'amqp-connection-manager';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
+import { InvalidEventDataError } from '../errors/invalid-event-data.error.js';
 import { PublishBufferFullError } from '../errors/publish-buffer-full.error.js';
 import { PublishRejectedError } from '../errors/publish-rejected.error.js';
 import { PublishTimeoutError } from '../errors/publish-timeout.error.js';
@@ -94,15 +95,18 @@ export class SyncClient extends ClientRMQ {
 
   /** The one place an envelope leaves this process. */
   async publishEnvelope(envelope: SyncEvent, headers?: PublishOptions['headers']): Promise<void> {
+    const body = serialize(envelope);
+    // The slot is taken in the same tick as the check, so a burst cannot overshoot the bound.
     if (this.pending >= this.sync.maxPendingPublishes) {
       this.metrics.increment('publishFailed');
       throw new PublishBufferFullError(envelope.eventType, this.sync.maxPendingPublishes);
     }
-    await this.connect();
     this.pending += 1;
-    const confirmed = this.publisher!.publish(this.sync.exchange, envelope.eventType, Buffer.from(JSON.stringify(envelope)), publishPropertiesOf(envelope, headers));
-    this.inFlight.add(confirmed);
+    let confirmed: Promise<unknown> | undefined;
     try {
+      await this.connect();
+      confirmed = this.publisher!.publish(this.sync.exchange, envelope.eventType, body, publishPropertiesOf(envelope, headers));
+      this.inFlight.add(confirmed);
       await confirmed;
       this.metrics.increment('published');
     } catch (error) {
@@ -115,7 +119,7 @@ export class SyncClient extends ClientRMQ {
       throw failure;
     } finally {
       this.pending -= 1;
-      this.inFlight.delete(confirmed);
+      if (confirmed) this.inFlight.delete(confirmed);
     }
   }
 
@@ -153,5 +157,13 @@ export class SyncClient extends ClientRMQ {
     this.client = null;
     await publisher?.close().catch(() => undefined);
     await manager?.close().catch(() => undefined);
+  }
+}
+
+function serialize(envelope: SyncEvent): Buffer {
+  try {
+    return Buffer.from(JSON.stringify(envelope));
+  } catch (error) {
+    throw new InvalidEventDataError(envelope.eventType, error);
   }
 }

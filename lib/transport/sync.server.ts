@@ -5,9 +5,12 @@ import type { ConsumerDefinition, EventHandler } from '../consumer/consumer-defi
 import type { EventContext } from '../consumer/event-context.js';
 import type { EventProcessor } from '../consumer/event-processor.js';
 import { settleHandlerResult } from '../consumer/handler-result.js';
-import { QueueConsumer } from '../consumer/queue-consumer.js';
+import { type ConsumerStatus, QueueConsumer } from '../consumer/queue-consumer.js';
 import { BrokerUnavailableError } from '../errors/broker-unavailable.error.js';
 import { DuplicateConsumerError } from '../errors/duplicate-consumer.error.js';
+import { InvalidDecoratorUsageError } from '../errors/invalid-decorator-usage.error.js';
+import { consumerNameProblem } from '../options/consumer-name.js';
+import { assertEventType } from '../options/event-type.js';
 import type { ResolvedSyncOptions } from '../interfaces/sync-module-options.interface.js';
 import { maskUrl } from '../options/resolve-options.js';
 
@@ -155,7 +158,11 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
         this.logger.warn(`@MessagePattern(${pattern}) is request-response and not served by the event transport; use @EventPattern.`);
         continue;
       }
-      const consumer = typeof head.extras?.consumer === 'string' ? head.extras.consumer : pattern;
+      assertEventType(pattern, `@EventPattern(${JSON.stringify(pattern)}) served by SyncServer (wildcards are not supported: one pattern per event type)`);
+      const named: unknown = head.extras?.consumer ?? pattern;
+      const problem = consumerNameProblem(named);
+      if (problem) throw new InvalidDecoratorUsageError(`@EventPattern(${JSON.stringify(pattern)}) extras: ${problem}.`);
+      const consumer = named as string;
       if (this.definitions.get(consumer)?.label === `@EventPattern(${pattern})`) continue;
       const chain: NestHandler[] = [];
       for (let handler: NestHandler | undefined = head; handler; handler = handler.next) chain.push(handler);
@@ -174,6 +181,14 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
     }
   }
 
+
+  /** Per handler: consuming, recovering (with the last error) or stopped. For health checks. */
+  consumerStatus(): ConsumerStatus[] {
+    return [...this.definitions.values()].map(
+      (definition) =>
+        this.consumers.get(definition.consumer)?.status ?? { consumer: definition.consumer, queue: definition.queue, state: 'stopped', inFlight: 0 },
+    );
+  }
 
   /** Stops consuming and waits (bounded) for handlers in flight to finish and settle. */
   async drain(timeoutMs = this.sync.shutdownTimeoutMs): Promise<void> {

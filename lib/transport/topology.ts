@@ -21,10 +21,12 @@ export async function declareConsumerTopology(channel: Channel, exchange: string
   await channel.assertExchange(exchange, 'topic', { durable: true });
   await channel.assertQueue(topology.queue, { durable: true, arguments: { ...typeArgs } });
   for (const eventType of topology.eventTypes) await channel.bindQueue(topology.queue, exchange, eventType);
+  // Quorum queues dead-letter at-most-once by default; a retry must not vanish on its way back.
+  const safeDeadLettering = queueType === 'quorum' ? { 'x-dead-letter-strategy': 'at-least-once', 'x-overflow': 'reject-publish' } : {};
   for (const delay of new Set(topology.retryDelaysMs)) {
     await channel.assertQueue(retryQueueName(topology.queue, delay), {
       durable: true,
-      arguments: { ...typeArgs, 'x-message-ttl': delay, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': topology.queue },
+      arguments: { ...typeArgs, ...safeDeadLettering, 'x-message-ttl': delay, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': topology.queue },
     });
   }
   await channel.assertQueue(deadLetterQueueName(topology.queue), { durable: true, arguments: { ...typeArgs } });
