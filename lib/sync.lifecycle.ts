@@ -48,7 +48,9 @@ export class SyncLifecycle implements OnModuleInit, OnApplicationBootstrap, Befo
   }
 
   async onApplicationBootstrap(): Promise<void> {
-    await this.client.connect();
+    // Publishes wait for the broker on their own; with startupTimeout the app must not come up without one.
+    if (this.options.startupTimeoutMs !== undefined) await this.client.waitUntilConnected(this.options.startupTimeoutMs);
+    else await this.client.connect();
     await this.server.start();
     this.schedulePruning();
     this.logger.log(`Service "${this.options.service}" consumes ${this.server.registered.length} handler queue(s) on exchange "${this.options.exchange}"`);

@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import { ClientRMQ, RmqRecord, type ReadPacket, type WritePacket } from '@nestjs/microservices';
 import type { AmqpConnectionManager, ChannelWrapper } from 'amqp-connection-manager';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
+import { BrokerUnavailableError } from '../errors/broker-unavailable.error.js';
 import { InvalidEventDataError } from '../errors/invalid-event-data.error.js';
 import { PublishBufferFullError } from '../errors/publish-buffer-full.error.js';
 import { PublishRejectedError } from '../errors/publish-rejected.error.js';
@@ -59,6 +60,17 @@ export class SyncClient extends ClientRMQ {
     });
     // An unhandled 'error' event would crash the process; the publish that failed rejects on its own.
     this.publisher.on('error', (error: Error) => this.logger.error(`Publishing channel: ${error.message}`));
+  }
+
+  /** Waits until the publishing connection is up; used at startup when `startupTimeout` is set. */
+  async waitUntilConnected(timeoutMs: number): Promise<void> {
+    await this.connect();
+    if (this.manager!.isConnected()) return;
+    try {
+      await this.manager!.connect({ timeout: timeoutMs });
+    } catch (error) {
+      throw new BrokerUnavailableError(maskUrl(this.sync.urls[0]), timeoutMs, error);
+    }
   }
 
   private async setupPublisher(channel: ConfirmChannel): Promise<void> {

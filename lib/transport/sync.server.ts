@@ -91,6 +91,8 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
   private async startConsumers(): Promise<void> {
     if (!this.processor) throw new Error('SyncServer has no pipeline yet: it starts when the application that imports SyncModule bootstraps.');
     this.adoptEventPatterns();
+    // A service that only publishes needs no consuming connection.
+    if (this.definitions.size === 0) return;
     const connection = await this.connect();
     for (const definition of this.definitions.values()) {
       if (this.consumers.has(definition.consumer)) continue;
