@@ -15,6 +15,8 @@ import { maskUrl } from '../options/resolve-options.js';
 import { buildEnvelope, publishPropertiesOf } from '../publisher/envelope.js';
 import type { SyncMetrics } from '../sync.metrics.js';
 
+const QUIET_RETRY_LOG_MS = 30_000;
+
 /**
  * A Nest `ClientProxy` on RabbitMQ whose `emit()` is the library's reliable publish: the
  * envelope of DESIGN §3, persistent, `mandatory`, resolved only on the broker's confirm, kept
@@ -50,7 +52,15 @@ export class SyncClient extends ClientRMQ {
     this.client = manager as never;
     manager.on('connect', () => this.logger.log(`Publisher connected to ${maskUrl(this.sync.urls[0])}`));
     manager.on('disconnect', ({ err }) => this.logger.warn(`Publisher lost RabbitMQ (${err?.message ?? 'closed'}); publishes wait up to ${this.sync.publishTimeoutMs} ms`));
-    manager.on('connectFailed', ({ err, url }) => this.logger.warn(`Publisher cannot reach RabbitMQ at ${maskUrl(String(url))} (${err?.message}); retrying`));
+    let lastWarning = 0;
+    manager.on('connectFailed', ({ err, url }) => {
+      if (Date.now() - lastWarning < QUIET_RETRY_LOG_MS) return;
+      lastWarning = Date.now();
+      this.logger.warn(
+        `Publisher cannot reach RabbitMQ at ${maskUrl(String(url))} (${err?.message}); retrying every ${this.sync.reconnectDelayMs} ms, ` +
+          `publishes wait up to ${this.sync.publishTimeoutMs} ms. Is it running? Locally: \`rabbitmq-server -detached\`; otherwise check the \`url\` option.`,
+      );
+    });
     this.publisher = manager.createChannel({
       name: 'sync-publisher',
       confirm: true,
@@ -136,13 +146,18 @@ export class SyncClient extends ClientRMQ {
   }
 
   /** Nest's `emit()` lands here: the pattern is the event type, the data the event's data. */
-  protected override dispatchEvent(packet: ReadPacket): Promise<any> {
+  protected override async dispatchEvent(packet: ReadPacket): Promise<any> {
     const eventType = typeof packet.pattern === 'string' ? packet.pattern : JSON.stringify(packet.pattern);
-    if (packet.data instanceof RmqRecord) {
-      const { headers, messageId } = packet.data.options ?? {};
-      return this.publishEvent(eventType, packet.data.data, { headers, eventId: messageId });
+    const record = packet.data instanceof RmqRecord ? packet.data : undefined;
+    try {
+      return await this.publishEvent(eventType, record ? record.data : packet.data, { headers: record?.options?.headers, eventId: record?.options?.messageId });
+    } catch (error) {
+      // emit() is often not subscribed to: broker failures are logged where they happen, the rest here.
+      if (!(error instanceof PublishTimeoutError || error instanceof PublishRejectedError)) {
+        this.logger.error(`emit('${eventType}') failed: ${(error as Error).message}`);
+      }
+      throw error;
     }
-    return this.publishEvent(eventType, packet.data);
   }
 
   /** Publishes waiting for a confirm right now. */
