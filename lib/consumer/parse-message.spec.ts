@@ -30,6 +30,16 @@ describe('parseMessage', () => {
     expect(result).toMatchObject({ ok: true, event: { eventId: 'e-1', idSource: 'envelope', key: '42', attempt: 3 } });
   });
 
+  it('skips an id longer than the dedupe column (200 characters) for the next source', () => {
+    const long = 'x'.repeat(201);
+    const fromEnvelope = parseMessage(delivery(`{"eventId":"${long}","eventType":"X"}`, { messageId: 'm-2' }));
+    const fromMessageId = parseMessage(delivery(seed, { messageId: long }));
+    const atLimit = parseMessage(delivery(`{"eventId":"${'y'.repeat(200)}","eventType":"X"}`));
+    expect(fromEnvelope).toMatchObject({ ok: true, event: { eventId: 'm-2', idSource: 'messageId' } });
+    expect(fromMessageId).toMatchObject({ ok: true, event: { idSource: 'hash', eventId: expect.stringMatching(/^sha256:/) } });
+    expect(atLimit).toMatchObject({ ok: true, event: { eventId: 'y'.repeat(200), idSource: 'envelope' } });
+  });
+
   it.each([
     ['not json', /not valid JSON/],
     ['', /not valid JSON/],
@@ -59,6 +69,8 @@ describe('attemptOf', () => {
     ['2.5', 1],
     [2.5, 1],
     [-1, 1],
+    [0, 1],
+    ['0', 1],
     ['1000000000', 1],
     [undefined, 1],
   ])('%p -> %p', (value, expected) => {

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { deadLetterQueueName, EventContext, NonRetryableError, OnEvent, SyncProcessedEvent } from '../../lib/index.js';
+import { deadLetterQueueName, EventContext, NonRetryableError, OnEvent, retryQueueName, SyncProcessedEvent } from '../../lib/index.js';
 import { startApp, type TestApp } from '../support/app.js';
 import { Broker } from '../support/broker.js';
 import { unique, waitFor } from '../support/wait.js';
@@ -8,7 +8,9 @@ describe('a consumer whose queue is deleted under it (SQLite)', () => {
   let app: TestApp;
   let broker: Broker;
   const consumer = unique('Recovery.onPing');
+  const retrying = unique('Recovery.onRetried');
   const seen: string[] = [];
+  const attempts: string[] = [];
 
   @Injectable()
   class Recovery {
@@ -16,6 +18,12 @@ describe('a consumer whose queue is deleted under it (SQLite)', () => {
     async onPing(data: { reject?: boolean }, ctx: EventContext) {
       seen.push(ctx.eventId);
       if (data.reject) throw new NonRetryableError('rejected on purpose');
+    }
+
+    @OnEvent('Retried', { consumer: retrying, retry: { attempts: 2, delays: [50] } })
+    async onRetried(_data: unknown, ctx: EventContext) {
+      attempts.push(`${ctx.eventId}#${ctx.attempt}`);
+      if (ctx.attempt === 1) throw new Error('first run fails');
     }
   }
 
@@ -58,5 +66,18 @@ describe('a consumer whose queue is deleted under it (SQLite)', () => {
     expect(letter.properties.headers?.['sync-reason']).toBe('non-retryable');
     expect(seen.filter((id) => id === 'doomed').length).toBeGreaterThanOrEqual(2);
     expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer, eventId: 'doomed' })).toBe(0);
+  });
+
+  it('never loses a retry whose tier was deleted: it is requeued, the tier declared again, then retried', async () => {
+    const queue = app.queueOf(retrying);
+    await broker.deleteQueues(retryQueueName(queue, 50));
+    await broker.publishRaw(app.exchange, 'Retried', JSON.stringify({ eventId: 'tierless', eventType: 'Retried', data: {}, timestamp: new Date().toISOString(), source: 'test' }));
+
+    await waitFor(() => app.metrics.snapshot(retrying).handled >= 1, { what: 'the retry handled after its tier came back' });
+    expect(attempts.filter((run) => run === 'tierless#1').length).toBeGreaterThanOrEqual(2);
+    expect(attempts.filter((run) => run === 'tierless#2')).toHaveLength(1);
+    expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer: retrying, eventId: 'tierless' })).toBe(1);
+    expect(await broker.messageCount(retryQueueName(queue, 50))).toBe(0);
+    expect(await broker.messageCount(deadLetterQueueName(queue))).toBe(0);
   });
 });

@@ -5,6 +5,7 @@ import { Column, Entity, In, PrimaryColumn, PrimaryGeneratedColumn } from 'typeo
 import { deadLetterQueueName, EventContext, OnEvent, retryQueueName, SYNC_HEADERS, SyncProcessedEvent, SyncPublisher } from '../../lib/index.js';
 import { startApp, type TestApp } from '../support/app.js';
 import { Broker } from '../support/broker.js';
+import { deferred } from '../support/deferred.js';
 import { typeOrmOptions } from '../support/databases.js';
 import { unique, waitFor } from '../support/wait.js';
 
@@ -132,10 +133,11 @@ describe('edge cases of one service (PostgreSQL)', () => {
     expect(maxInFlight).toBeLessThanOrEqual(5);
   });
 
-  it('treats a garbage sync-attempt header sanely: unreadable or negative as 1, a huge count dead-letters after one run', async () => {
+  it('treats a garbage sync-attempt header sanely: unreadable, zero or negative as 1, a huge count dead-letters after one run', async () => {
     const cases = [
       { eventId: unique('evt-abc'), header: 'abc' as string | number, runs: [1, 2, 3], attempts: 3 },
       { eventId: unique('evt-neg'), header: -3, runs: [1, 2, 3], attempts: 3 },
+      { eventId: unique('evt-zero'), header: 0, runs: [1, 2, 3], attempts: 3 },
       { eventId: unique('evt-mixed'), header: '12x', runs: [1, 2, 3], attempts: 3 },
       // More digits than any real retry chain: unreadable, so it starts over instead of trusting it.
       { eventId: unique('evt-long'), header: '1000000000', runs: [1, 2, 3], attempts: 3 },
@@ -153,10 +155,10 @@ describe('edge cases of one service (PostgreSQL)', () => {
       const message = dead.find((candidate) => eventIdOf(candidate) === eventId)!;
       expect(headersOf(message)).toMatchObject({ [SYNC_HEADERS.reason]: 'exhausted', [SYNC_HEADERS.attempts]: deadAttempts, [SYNC_HEADERS.consumer]: garbage });
     }
-    expect(ran(garbage)).toHaveLength(13);
+    expect(ran(garbage)).toHaveLength(16);
     expect(await broker.messageCount(app.queueOf(garbage))).toBe(0);
     expect(await broker.messageCount(retryQueueName(app.queueOf(garbage), 50))).toBe(0);
-    expect(app.metrics.snapshot(garbage)).toMatchObject({ handled: 0, retried: 8, deadLettered: 5 });
+    expect(app.metrics.snapshot(garbage)).toMatchObject({ handled: 0, retried: 10, deadLettered: 6 });
   });
 
   it('serves both event types of a multi-type handler and dead-letters a third sent straight to its queue', async () => {
@@ -479,6 +481,56 @@ describe('prefetch: 1 with concurrency: 1 (PostgreSQL)', () => {
 
     expect(runs).toEqual(eventIds);
     expect(await app.dataSource.getRepository(EdgeEffect).countBy({ consumer })).toBe(50);
+    expect(await broker.messageCount(app.queueOf(consumer))).toBe(0);
+  });
+});
+
+describe('prefetch: 1 with concurrency: 3 (PostgreSQL)', () => {
+  let app: TestApp;
+  let broker: Broker;
+  const consumer = unique('Wide.onQueued');
+  const release = deferred();
+  let inFlight = 0;
+  let maxInFlight = 0;
+
+  @Injectable()
+  class Wide {
+    @OnEvent('Wide.Queued', { consumer, concurrency: 3 })
+    async onQueued(_data: unknown, ctx: EventContext) {
+      inFlight += 1;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      try {
+        await ctx.manager.insert(EdgeEffect, { consumer, eventId: ctx.eventId, attempt: ctx.attempt, note: null });
+        await release.promise;
+      } finally {
+        inFlight -= 1;
+      }
+    }
+  }
+
+  beforeAll(async () => {
+    broker = await Broker.connect();
+    app = await startApp({ engine: 'postgres', providers: [Wide], entities: [EdgeEffect], sync: { prefetch: 1 } });
+  });
+
+  afterAll(async () => {
+    release.resolve();
+    await app.dataSource.getRepository(EdgeEffect).delete({ consumer });
+    await app.dataSource.getRepository(SyncProcessedEvent).delete({ consumer });
+    await app.close();
+    await broker.close();
+  });
+
+  it('still runs three at once: a handler gets at least as many deliveries as its concurrency', async () => {
+    const eventIds = Array.from({ length: 3 }, (_, i) => `${consumer}-${i}`);
+    for (const eventId of eventIds) await broker.publishRaw(app.exchange, 'Wide.Queued', envelope(eventId, 'Wide.Queued'));
+
+    await waitFor(() => inFlight === 3, { what: 'three runs in flight at once' });
+    release.resolve();
+    await waitFor(() => app.metrics.snapshot(consumer).handled >= 3, { what: 'three events handled' });
+
+    expect(maxInFlight).toBe(3);
+    expect(await app.dataSource.getRepository(EdgeEffect).countBy({ consumer, eventId: In(eventIds) })).toBe(3);
     expect(await broker.messageCount(app.queueOf(consumer))).toBe(0);
   });
 });

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { Column, Entity, PrimaryColumn } from 'typeorm';
+import { Column, Entity, In, PrimaryColumn } from 'typeorm';
 import { EventContext, OnEvent, SyncProcessedEvent } from '../../lib/index.js';
 import { startApp, type TestApp } from '../support/app.js';
 import { Broker } from '../support/broker.js';
@@ -17,7 +17,9 @@ describe('a plain foreign producer (PostgreSQL)', () => {
   let app: TestApp;
   let broker: Broker;
   const consumer = unique('Projection.onUserCreated');
+  const flaky = unique('Projection.onUserImported');
   const runs: EventContext[] = [];
+  const flakyRuns: EventContext[] = [];
 
   @Injectable()
   class Projection {
@@ -25,6 +27,12 @@ describe('a plain foreign producer (PostgreSQL)', () => {
     async onUserCreated(user: { userId: string; name: string }, ctx: EventContext) {
       runs.push(ctx);
       await ctx.manager.save(Customer, { id: `${consumer}:${user.userId}`, name: user.name });
+    }
+
+    @OnEvent('UserImported', { consumer: flaky, retry: { attempts: 2, delays: [50] } })
+    async onUserImported(_user: unknown, ctx: EventContext) {
+      flakyRuns.push(ctx);
+      if (ctx.attempt === 1) throw new Error('import source not ready');
     }
   }
 
@@ -34,7 +42,7 @@ describe('a plain foreign producer (PostgreSQL)', () => {
   });
 
   afterAll(async () => {
-    await app.dataSource.getRepository(SyncProcessedEvent).delete({ consumer });
+    await app.dataSource.getRepository(SyncProcessedEvent).delete({ consumer: In([consumer, flaky]) });
     await app.dataSource.getRepository(Customer).delete({ id: `${consumer}:123` });
     await app.close();
     await broker.close();
@@ -56,5 +64,13 @@ describe('a plain foreign producer (PostgreSQL)', () => {
     await broker.publishRaw(app.exchange, 'UserCreated', SEED, { messageId });
     await waitFor(() => runs.find((ctx) => ctx.eventId === messageId), { what: 'the messageId event' });
     expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer, eventId: messageId })).toBe(1);
+  });
+
+  it('keeps the messageId as the event id on a retry', async () => {
+    const messageId = unique('msg');
+    await broker.publishRaw(app.exchange, 'UserImported', SEED.replace('UserCreated', 'UserImported'), { messageId });
+    await waitFor(() => app.metrics.snapshot(flaky).handled >= 1, { what: 'the retried messageId event' });
+    expect(flakyRuns.map((ctx) => `${ctx.eventId}#${ctx.attempt}`)).toEqual([`${messageId}#1`, `${messageId}#2`]);
+    expect(await app.dataSource.getRepository(SyncProcessedEvent).findBy({ consumer: flaky })).toEqual([expect.objectContaining({ eventId: messageId })]);
   });
 });

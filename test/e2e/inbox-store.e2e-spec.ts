@@ -1,7 +1,8 @@
-import { DataSource } from 'typeorm';
+import { DataSource, type EntityManager } from 'typeorm';
 import { InboxStore } from '../../lib/persistence/inbox.store.js';
 import { SYNC_ENTITIES, SyncProcessedEvent } from '../../lib/index.js';
 import { ENGINES, typeOrmOptions } from '../support/databases.js';
+import { deferred } from '../support/deferred.js';
 import { unique } from '../support/wait.js';
 
 describe.each(ENGINES)('InboxStore on %s', (engine) => {
@@ -51,6 +52,19 @@ describe.each(ENGINES)('InboxStore on %s', (engine) => {
     await dataSource.getRepository(SyncProcessedEvent).delete({ consumer: other });
   });
 
+  it('fails without running the work when the dedupe row cannot be written for a reason other than a duplicate', async () => {
+    // A prefix names a table that was never created: the insert fails the way an unmigrated database does.
+    const entityPrefix = `${unique('missing').replace(/-/g, '_')}_`;
+    const unmigrated = await new DataSource({ ...dataSource.options, synchronize: false, entityPrefix } as never).initialize();
+    try {
+      let runs = 0;
+      await expect(new InboxStore(unmigrated).runOnce(consumer, 'e-unmigrated', async () => ++runs)).rejects.toThrow(/sync_processed_events/);
+      expect(runs).toBe(0);
+    } finally {
+      await unmigrated.destroy();
+    }
+  });
+
   it('prunes rows older than the retention window and keeps newer ones', async () => {
     const repository = dataSource.getRepository(SyncProcessedEvent);
     await inbox.runOnce(consumer, 'recent', async () => undefined);
@@ -65,5 +79,55 @@ describe.each(ENGINES)('InboxStore on %s', (engine) => {
     expect(deleted).toBeGreaterThanOrEqual(1);
     expect(await repository.countBy({ consumer, eventId: 'old' })).toBe(0);
     expect(await repository.countBy({ consumer, eventId: 'recent' })).toBe(1);
+  });
+});
+
+describe.each(['postgres', 'mariadb'] as const)('InboxStore on %s under a deadlock', (engine) => {
+  let dataSource: DataSource;
+  let inbox: InboxStore;
+  const consumer = unique('Inbox.deadlock');
+  const rows = [unique('lock-a'), unique('lock-b')];
+
+  beforeAll(async () => {
+    const { autoLoadEntities: _unused, ...options } = typeOrmOptions(engine, SYNC_ENTITIES).options as Record<string, unknown>;
+    dataSource = await new DataSource(options as never).initialize();
+    inbox = new InboxStore(dataSource);
+    await dataSource.query('CREATE TABLE IF NOT EXISTS test_inbox_locks (id varchar(100) PRIMARY KEY, n int NOT NULL)');
+    for (const id of rows) await dataSource.query(`INSERT INTO test_inbox_locks (id, n) VALUES (${placeholder(1)}, 0)`, [id]);
+  });
+
+  afterAll(async () => {
+    for (const id of rows) await dataSource.query(`DELETE FROM test_inbox_locks WHERE id = ${placeholder(1)}`, [id]);
+    await dataSource.getRepository(SyncProcessedEvent).delete({ consumer });
+    await dataSource.destroy();
+  });
+
+  const placeholder = (n: number) => (engine === 'postgres' ? `$${n}` : '?');
+  const bump = (manager: EntityManager, id: string) => manager.query(`UPDATE test_inbox_locks SET n = n + 1 WHERE id = ${placeholder(1)}`, [id]);
+
+  it('runs the deadlock victim again instead of failing it, and both commit once', async () => {
+    const locked = [deferred(), deferred()];
+    const runs = [0, 0];
+    // Each transaction locks its own row, waits until the other holds its row, then wants the other's: a real deadlock.
+    const work = (me: 0 | 1) => async (manager: EntityManager) => {
+      runs[me] += 1;
+      await bump(manager, rows[me]);
+      locked[me].resolve();
+      await locked[1 - me].promise;
+      await bump(manager, rows[1 - me]);
+      return me;
+    };
+
+    const outcomes = await Promise.all([inbox.runOnce(consumer, 'e-a', work(0)), inbox.runOnce(consumer, 'e-b', work(1))]);
+
+    expect(outcomes).toEqual([
+      { status: 'processed', result: 0 },
+      { status: 'processed', result: 1 },
+    ]);
+    expect([...runs].sort()).toEqual([1, 2]);
+    const counts = await dataSource.query(`SELECT n FROM test_inbox_locks WHERE id IN (${placeholder(1)}, ${placeholder(2)})`, rows);
+    expect(counts.map((row: { n: number }) => Number(row.n))).toEqual([2, 2]);
+    expect(await inbox.isProcessed(consumer, 'e-a')).toBe(true);
+    expect(await inbox.isProcessed(consumer, 'e-b')).toBe(true);
   });
 });

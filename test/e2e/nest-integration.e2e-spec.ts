@@ -14,7 +14,7 @@ import {
   UseGuards,
 } from '@nestjs/common';
 import { APP_INTERCEPTOR } from '@nestjs/core';
-import { Ctx, EventPattern, Payload } from '@nestjs/microservices';
+import { Ctx, EventPattern, Payload, RmqRecordBuilder } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { lastValueFrom, type Observable, tap, throwError } from 'rxjs';
@@ -233,6 +233,7 @@ describe('@EventPattern controllers and the ClientProxy in a full Nest applicati
   const renamedConsumer = unique('renamed');
   const created: Array<{ data: unknown; ctx: EventContext }> = [];
   const renamed: Array<{ data: unknown; ctx: EventContext }> = [];
+  const audited: Array<{ data: unknown; ctx: EventContext }> = [];
   const eventIds: string[] = [];
   let broker: Broker;
   let full: FullApp;
@@ -252,6 +253,15 @@ describe('@EventPattern controllers and the ClientProxy in a full Nest applicati
     }
   }
 
+  /** A second method on the same pattern: Nest chains it behind the first, and both serve the one consumer. */
+  @Controller()
+  class AuditController {
+    @EventPattern<string>('UserCreated')
+    onUserCreated(@Payload() data: unknown, @Ctx() ctx: EventContext) {
+      audited.push({ data, ctx });
+    }
+  }
+
   interface FullApp {
     app: INestApplication;
     service: string;
@@ -264,7 +274,7 @@ describe('@EventPattern controllers and the ClientProxy in a full Nest applicati
     const exchange = unique('ex');
     const moduleRef = await Test.createTestingModule({
       imports: [TypeOrmModule.forRoot(typeOrmOptions('postgres', []).options), SyncModule.forRoot({ service, exchange, url: AMQP_URL, retry: false })],
-      controllers: [UsersController],
+      controllers: [UsersController, AuditController],
     }).compile();
     const nestApp = moduleRef.createNestApplication({ logger: process.env.SYNC_TEST_LOGS ? ['log', 'warn', 'error', 'debug'] : ['error'] });
     nestApp.connectMicroservice({ strategy: nestApp.get(SyncServer) });
@@ -333,6 +343,22 @@ describe('@EventPattern controllers and the ClientProxy in a full Nest applicati
     });
   });
 
+  it('runs every method on one pattern, in the one consumer and its transaction', async () => {
+    const handledBefore = app.get(SyncMetrics).snapshot('UserCreated').handled;
+    const envelope = await app.get(SyncPublisher).publish('UserCreated', { id: 'u6', name: 'Fay' });
+    eventIds.push(envelope.eventId);
+    const first = await createdRun(envelope.eventId);
+    const second = await waitFor(() => audited.find((run) => run.ctx.eventId === envelope.eventId), { what: 'the chained @EventPattern method' });
+
+    await waitFor(() => app.get(SyncMetrics).snapshot('UserCreated').handled >= handledBefore + 1, { what: 'the event to commit' });
+
+    expect(second.data).toEqual({ id: 'u6', name: 'Fay' });
+    expect(second.ctx).toBe(first.ctx);
+    expect(created.filter((run) => run.ctx.eventId === envelope.eventId)).toHaveLength(1);
+    expect(audited.filter((run) => run.ctx.eventId === envelope.eventId)).toHaveLength(1);
+    expect(app.get(SyncServer).registered.filter((definition) => definition.eventTypes.includes('UserCreated'))).toHaveLength(1);
+  });
+
   it('delivers an event to the extras-named consumer', async () => {
     const envelope = await app.get(SyncPublisher).publish('UserRenamed', { id: 'u1', name: 'Alicia' });
     eventIds.push(envelope.eventId);
@@ -359,6 +385,18 @@ describe('@EventPattern controllers and the ClientProxy in a full Nest applicati
 
     const { ctx } = await createdRun(envelope.eventId);
     expect(ctx).toMatchObject({ source: full.service, eventType: 'UserCreated' });
+  });
+
+  it('takes the event id and headers of an emitted RmqRecord from its messageId and headers', async () => {
+    const eventId = unique('record');
+    eventIds.push(eventId);
+    const record = new RmqRecordBuilder({ id: 'u5', name: 'Eve' }).setOptions({ messageId: eventId, headers: { tenant: 't-1' } }).build();
+    const envelope = await lastValueFrom(app.get(SyncClient).emit('UserCreated', record));
+
+    expect(envelope).toMatchObject({ eventId, eventType: 'UserCreated', data: { id: 'u5', name: 'Eve' } });
+    const { data, ctx } = await createdRun(eventId);
+    expect(data).toEqual({ id: 'u5', name: 'Eve' });
+    expect(ctx.headers).toMatchObject({ tenant: 't-1' });
   });
 
   it('starts in the order Nest documents for hybrid apps: startAllMicroservices() before init()', async () => {

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import type { GetMessage } from 'amqplib';
 import { In } from 'typeorm';
-import { EventContext, OnEvent, PublishesEvent, SyncProcessedEvent, SyncPublisher } from '../../lib/index.js';
+import { EventContext, OnEvent, PublishesEvent, PublishRejectedError, SyncProcessedEvent, SyncPublisher } from '../../lib/index.js';
 import { startApp, type TestApp } from '../support/app.js';
 import { Broker } from '../support/broker.js';
 import { unique, waitFor } from '../support/wait.js';
@@ -208,5 +208,44 @@ describe('publishing an event no queue is bound to', () => {
     expect(app.metrics.snapshot().published).toBe(1);
     await waitFor(() => app.metrics.snapshot().unroutable === 1, { what: 'the unroutable count' });
     expect(app.metrics.snapshot()).toMatchObject({ published: 1, unroutable: 1, publishFailed: 0 });
+  });
+});
+
+describe('an event the broker refuses (no handlers)', () => {
+  let app: TestApp;
+  let broker: Broker;
+  const fullQueue = unique('full');
+
+  @Injectable()
+  class Refusing {
+    @PublishesEvent('Refused')
+    async refuse(id: number): Promise<{ id: number }> {
+      return { id };
+    }
+  }
+
+  beforeAll(async () => {
+    broker = await Broker.connect();
+    app = await startApp({ engine: 'postgres', providers: [Refusing] });
+    // A bound queue that is always full and rejects publishes makes RabbitMQ nack every Refused event.
+    await broker.channel.assertExchange(app.exchange, 'topic', { durable: true });
+    await broker.channel.assertQueue(fullQueue, { durable: false, arguments: { 'x-max-length': 0, 'x-overflow': 'reject-publish' } });
+    await broker.channel.bindQueue(fullQueue, app.exchange, 'Refused');
+  });
+
+  afterAll(async () => {
+    await broker.deleteQueues(fullQueue);
+    await app.close();
+    await broker.close();
+  });
+
+  it('rejects SyncPublisher.publish and the decorated method with PublishRejectedError, counting a failure and no publish', async () => {
+    const refused = app.app.get(SyncPublisher).publish('Refused', { id: 1 });
+    await expect(refused).rejects.toBeInstanceOf(PublishRejectedError);
+    await expect(refused).rejects.toMatchObject({ eventType: 'Refused' });
+    await expect(app.app.get(Refusing).refuse(2)).rejects.toBeInstanceOf(PublishRejectedError);
+
+    expect(app.metrics.snapshot()).toMatchObject({ published: 0, publishFailed: 2 });
+    expect(await broker.messageCount(fullQueue)).toBe(0);
   });
 });

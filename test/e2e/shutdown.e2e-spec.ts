@@ -163,4 +163,56 @@ describe('graceful shutdown (PostgreSQL)', () => {
       await second?.close();
     }
   });
+
+  it('hands waiting deliveries back as soon as consuming stops, so another instance handles them while the first still drains', async () => {
+    const consumer = unique('HandoverProjection.onTask');
+    const started = deferred();
+    const release = deferred();
+    const runs: string[] = [];
+
+    @Injectable()
+    class HandoverProjection {
+      @OnEvent('TaskQueued', { consumer, concurrency: 1 })
+      async onTask(_data: unknown, ctx: EventContext) {
+        runs.push(ctx.eventId);
+        await ctx.manager.save(ShutdownEffect, { consumer, eventId: ctx.eventId });
+        if (runs.length === 1) {
+          started.resolve();
+          await release.promise;
+        }
+      }
+    }
+
+    const first = await start(HandoverProjection, consumer);
+    const queue = first.queueOf(consumer);
+    const ids = Array.from({ length: 5 }, (_, i) => unique(`handover-${i}`));
+    let second: TestApp | undefined;
+    let closing: ReturnType<typeof track<void>> | undefined;
+    try {
+      for (const id of ids) await broker.publishRaw(first.exchange, 'TaskQueued', envelope(id), { messageId: id });
+      await started.promise;
+      await waitFor(async () => (await broker.messageCount(queue)) === 0, { what: 'all five delivered to the first instance' });
+
+      closing = track(first.close());
+      // The first handler is still blocked, so close() is draining: the four that never started must already be back.
+      await waitFor(async () => (await broker.messageCount(queue)) === 4, { what: 'the four waiting deliveries back in the queue during the drain' });
+      second = await start(HandoverProjection, consumer, first);
+      await waitFor(() => runs.length >= 5, { what: 'the second instance to handle the four while the first drains' });
+      expect(closing.settled).toBe(false);
+
+      release.resolve();
+      await closing.promise;
+      await second.close();
+      second = undefined;
+
+      expect([...runs].sort()).toEqual([...ids].sort());
+      expect(await db.getRepository(ShutdownEffect).countBy({ consumer, eventId: In(ids) })).toBe(5);
+      expect(await db.getRepository(SyncProcessedEvent).countBy({ consumer, eventId: In(ids) })).toBe(5);
+      expect(await leftOnQueues(queue)).toEqual({ queue: 0, dlq: 0 });
+    } finally {
+      release.resolve();
+      await closing?.promise;
+      await second?.close();
+    }
+  });
 });
