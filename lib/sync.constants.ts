@@ -11,6 +11,13 @@ export const DEFAULT_RECONNECT_DELAY_MS = 2_000;
 export const DEFAULT_MAX_PENDING_PUBLISHES = 10_000;
 export const DEFAULT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 export const DEFAULT_PRUNE_INTERVAL_MS = 60 * 60 * 1000;
+export const DEFAULT_OUTBOX = {
+  pollIntervalMs: 1_000,
+  batchSize: 100,
+  retryDelayMs: 1_000,
+  maxRetryDelayMs: 60_000,
+  retentionMs: 24 * 60 * 60 * 1000,
+} as const;
 
 /**
  * One first run and four retries spread over about six minutes: long enough to ride out a

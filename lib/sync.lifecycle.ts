@@ -7,7 +7,12 @@ import { SyncExplorer } from './discovery/sync.explorer.js';
 import { MissingDataSourceError } from './errors/missing-data-source.error.js';
 import type { ResolvedSyncOptions } from './interfaces/sync-module-options.interface.js';
 import { assertRetentionCovers } from './options/resolve-options.js';
+import { OutboxRelay } from './outbox/outbox.relay.js';
+import { OutboxStore } from './outbox/outbox.store.js';
+import { SyncOutbox } from './outbox/sync-outbox.js';
+import { OutboxTableMissingError } from './errors/outbox-table-missing.error.js';
 import { InboxStore } from './persistence/inbox.store.js';
+import { TransactionGate } from './persistence/transaction-gate.js';
 import { SyncPublisher } from './publisher/sync.publisher.js';
 import { SYNC_RESOLVED_OPTIONS } from './sync.module-definition.js';
 import { SyncMetrics } from './sync.metrics.js';
@@ -23,6 +28,8 @@ import { SyncServer } from './transport/sync.server.js';
 export class SyncLifecycle implements OnModuleInit, OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown {
   private readonly logger = new Logger('SyncModule');
   private inbox?: InboxStore;
+  private outboxStore?: OutboxStore;
+  private relay?: OutboxRelay;
   private pruneTimer?: NodeJS.Timeout;
 
   constructor(
@@ -31,6 +38,7 @@ export class SyncLifecycle implements OnModuleInit, OnApplicationBootstrap, Befo
     private readonly server: SyncServer,
     private readonly client: SyncClient,
     private readonly publisher: SyncPublisher,
+    private readonly outbox: SyncOutbox,
     private readonly metrics: SyncMetrics,
     private readonly moduleRef: ModuleRef,
   ) {}
@@ -42,16 +50,25 @@ export class SyncLifecycle implements OnModuleInit, OnApplicationBootstrap, Befo
       assertRetentionCovers(this.options.retentionMs, handler.retry.delaysMs, handler.label);
       this.server.register(handler);
     }
-    this.inbox = new InboxStore(this.resolveDataSource());
+    const gate = new TransactionGate(this.resolveDataSource());
+    this.inbox = new InboxStore(gate);
+    if (this.options.outbox.enabled) {
+      this.outboxStore = new OutboxStore(gate, this.options.service);
+      if (this.options.outbox.relay) this.relay = new OutboxRelay(this.outboxStore, this.client, this.options.outbox, this.metrics);
+      this.outbox.attach(this.outboxStore, this.relay, this.metrics);
+    }
     this.warnOnSqlite();
-    this.server.usePipeline(new EventProcessor(this.inbox, this.metrics, this.options.exchange));
+    this.server.usePipeline(new EventProcessor(this.inbox, this.outbox, this.metrics, this.options.exchange));
   }
 
   async onApplicationBootstrap(): Promise<void> {
+    await this.assertOutboxTable();
     // Publishes wait for the broker on their own; with startupTimeout the app must not come up without one.
     if (this.options.startupTimeoutMs !== undefined) await this.client.waitUntilConnected(this.options.startupTimeoutMs);
     else await this.client.connect();
     await this.server.start();
+    // Rows a previous run committed but did not publish go out now.
+    this.relay?.start();
     this.schedulePruning();
     this.logger.log(`Service "${this.options.service}" consumes ${this.server.registered.length} handler queue(s) on exchange "${this.options.exchange}"`);
   }
@@ -59,6 +76,8 @@ export class SyncLifecycle implements OnModuleInit, OnApplicationBootstrap, Befo
   async beforeApplicationShutdown(): Promise<void> {
     clearInterval(this.pruneTimer);
     await this.server.drain();
+    // After the handlers: what they committed to the outbox leaves with this process if the broker is there.
+    await this.relay?.stop(Date.now() + this.options.shutdownTimeoutMs);
     await this.publisher.flush();
   }
 
@@ -89,16 +108,37 @@ export class SyncLifecycle implements OnModuleInit, OnApplicationBootstrap, Befo
     throw new MissingDataSourceError(dataSource);
   }
 
+  /** Fails startup with the fix when the outbox is on but its table was never created. */
+  private async assertOutboxTable(): Promise<void> {
+    try {
+      await this.outboxStore?.assertTableExists();
+    } catch (error) {
+      throw new OutboxTableMissingError(error);
+    }
+  }
+
   private schedulePruning(): void {
-    const retention = this.options.retentionMs;
-    if (retention === false || !this.inbox) return;
-    const inbox = this.inbox;
-    this.pruneTimer = setInterval(() => {
-      inbox
-        .prune(retention)
-        .then((deleted) => deleted > 0 && this.logger.log(`Pruned ${deleted} processed-event record(s) older than ${retention} ms`))
-        .catch((error: Error) => this.logger.warn(`Pruning processed-event records failed: ${error.message}`));
-    }, Math.min(DEFAULT_PRUNE_INTERVAL_MS, retention));
+    const { retentionMs } = this.options;
+    const outboxRetentionMs = this.outboxStore ? this.options.outbox.retentionMs : false;
+    const windows = [retentionMs, outboxRetentionMs].filter((ms): ms is number => ms !== false);
+    if (windows.length === 0) return;
+    this.pruneTimer = setInterval(() => void this.prune(retentionMs, outboxRetentionMs), Math.min(DEFAULT_PRUNE_INTERVAL_MS, ...windows));
     this.pruneTimer.unref();
+  }
+
+  /** Deletes processed-event ids and published outbox rows past their retention windows. */
+  async prune(retentionMs = this.options.retentionMs, outboxRetentionMs = this.options.outbox.retentionMs): Promise<void> {
+    if (retentionMs !== false && this.inbox) {
+      await this.inbox
+        .prune(retentionMs)
+        .then((deleted) => deleted > 0 && this.logger.log(`Pruned ${deleted} processed-event record(s) older than ${retentionMs} ms`))
+        .catch((error: Error) => this.logger.warn(`Pruning processed-event records failed: ${error.message}`));
+    }
+    if (outboxRetentionMs !== false && this.outboxStore) {
+      await this.outboxStore
+        .prune(outboxRetentionMs)
+        .then((deleted) => deleted > 0 && this.logger.log(`Pruned ${deleted} published outbox row(s) older than ${outboxRetentionMs} ms`))
+        .catch((error: Error) => this.logger.warn(`Pruning published outbox rows failed: ${error.message}`));
+    }
   }
 }

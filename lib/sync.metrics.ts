@@ -19,6 +19,12 @@ export interface SyncCounters {
   malformed: number;
   /** Events that arrived through a binding the handler no longer subscribes to (binding removed, acked). */
   unsubscribed: number;
+  /** Events written to the outbox (in a transaction that may still roll back). */
+  outboxWritten: number;
+  /** Outbox rows the relay published and the broker confirmed. */
+  outboxRelayed: number;
+  /** Outbox publishes that failed and wait to be retried. */
+  outboxRelayFailed: number;
 }
 
 /** In-process counters of what happened to events; read them for health checks and tests. */
@@ -47,5 +53,5 @@ export class SyncMetrics {
 }
 
 function emptyCounters(): SyncCounters {
-  return { published: 0, unroutable: 0, publishFailed: 0, handled: 0, duplicates: 0, retried: 0, deadLettered: 0, malformed: 0, unsubscribed: 0 };
+  return { published: 0, unroutable: 0, publishFailed: 0, handled: 0, duplicates: 0, retried: 0, deadLettered: 0, malformed: 0, unsubscribed: 0, outboxWritten: 0, outboxRelayed: 0, outboxRelayFailed: 0 };
 }

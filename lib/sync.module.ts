@@ -7,6 +7,7 @@ import { SyncExplorer } from './discovery/sync.explorer.js';
 import type { ResolvedSyncOptions, SyncModuleOptions } from './interfaces/sync-module-options.interface.js';
 import { resolveSyncOptions } from './options/resolve-options.js';
 import { SYNC_ENTITIES } from './persistence/index.js';
+import { SyncOutbox } from './outbox/sync-outbox.js';
 import { SyncPublisher } from './publisher/sync.publisher.js';
 import { SyncLifecycle } from './sync.lifecycle.js';
 import { SyncMetrics } from './sync.metrics.js';
@@ -25,12 +26,13 @@ import { SyncServer } from './transport/sync.server.js';
     SyncMetrics,
     { provide: SyncClient, useFactory: (options: ResolvedSyncOptions, metrics: SyncMetrics) => new SyncClient(options, metrics), inject: [SYNC_RESOLVED_OPTIONS, SyncMetrics] },
     { provide: SyncServer, useFactory: (options: ResolvedSyncOptions) => new SyncServer(options), inject: [SYNC_RESOLVED_OPTIONS] },
+    SyncOutbox,
     SyncPublisher,
     SyncMetadataAccessor,
     SyncExplorer,
     SyncLifecycle,
   ],
-  exports: [SyncPublisher, SyncClient, SyncServer, SyncMetrics],
+  exports: [SyncPublisher, SyncOutbox, SyncClient, SyncServer, SyncMetrics],
 })
 export class SyncModule extends ConfigurableModuleClass {
   /** Static options are checked here, so a wrong option fails where it is written. */

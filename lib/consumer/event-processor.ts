@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { NonRetryableError } from '../errors/non-retryable.error.js';
+import type { SyncOutbox } from '../outbox/sync-outbox.js';
 import type { InboxStore } from '../persistence/inbox.store.js';
 import type { SyncMetrics } from '../sync.metrics.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
@@ -20,6 +21,7 @@ export class EventProcessor {
 
   constructor(
     private readonly inbox: InboxStore,
+    private readonly outbox: SyncOutbox,
     private readonly metrics: SyncMetrics,
     private readonly exchange: string,
   ) {}
@@ -71,13 +73,15 @@ export class EventProcessor {
   private async handle(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition, event: IncomingEvent): Promise<void> {
     let outcome;
     try {
+      // Events the handler publishes are written to the outbox in its transaction: a failed run publishes nothing.
       outcome = await this.inbox.runOnce(definition.consumer, event.eventId, (manager) =>
-        definition.handler(event.data, new EventContext(event, definition.consumer, manager, message)),
+        this.outbox.runHandler(manager, () => definition.handler(event.data, new EventContext(event, definition.consumer, manager, message))),
       );
     } catch (error) {
       return this.onFailure(channel, message, definition, event, error);
     }
     this.settler.ack(channel, message);
+    if (outcome.status === 'processed' && outcome.result.written > 0) this.outbox.wake();
     if (outcome.status === 'duplicate') {
       this.metrics.increment('duplicates', definition.consumer);
       this.logger.log(`${describe(event)} -> ${definition.label}: duplicate, already processed; acked and skipped`);

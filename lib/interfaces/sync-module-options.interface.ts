@@ -35,6 +35,33 @@ export interface SyncModuleOptions {
   heartbeat?: number;
   /** How long processed-event ids are kept for deduplication. Default 7 days. */
   retention?: Duration | false;
+  /** The transactional outbox (`sync_outbox`); `false` turns it off. See {@link OutboxOptions}. */
+  outbox?: OutboxOptions | false;
+}
+
+/** Where `@PublishesEvent` and `SyncPublisher.publish()` go when no transaction is open. */
+export type OutsideTransactionPath = 'broker' | 'outbox';
+
+export interface OutboxOptions {
+  /**
+   * Outside `SyncPublisher.transaction()` and handlers: `'broker'` (default) publishes straight
+   * to RabbitMQ and resolves on its confirm; `'outbox'` writes the event to `sync_outbox` in a
+   * transaction of its own and resolves once that commits (it then survives any broker outage).
+   * Inside a transaction or a handler, events always go through the outbox.
+   */
+  outsideTransaction?: OutsideTransactionPath;
+  /** Run the relay that publishes outbox rows in this instance. Default true. */
+  relay?: boolean;
+  /** How often the relay looks for rows it was not woken for (other instances', leftovers, retries). Default 1s. */
+  pollInterval?: Duration;
+  /** Rows the relay claims and publishes per cycle. Default 100. */
+  batchSize?: number;
+  /** Wait before a row that failed to publish is tried again; doubles per failure. Default 1s. */
+  retryDelay?: Duration;
+  /** Longest wait between tries of a failed row. Default 1m. */
+  maxRetryDelay?: Duration;
+  /** How long published rows are kept before pruning. Default 1 day; `false` keeps them. */
+  retention?: Duration | false;
 }
 
 /** Options after validation and defaults. */
@@ -52,5 +79,17 @@ export interface ResolvedSyncOptions {
   startupTimeoutMs?: number;
   reconnectDelayMs: number;
   heartbeat: number;
+  retentionMs: number | false;
+  outbox: ResolvedOutboxOptions;
+}
+
+export interface ResolvedOutboxOptions {
+  enabled: boolean;
+  outsideTransaction: OutsideTransactionPath;
+  relay: boolean;
+  pollIntervalMs: number;
+  batchSize: number;
+  retryDelayMs: number;
+  maxRetryDelayMs: number;
   retentionMs: number | false;
 }

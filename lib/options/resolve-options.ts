@@ -1,9 +1,10 @@
 import { DataSource } from 'typeorm';
 import { InvalidSyncOptionsError } from '../errors/invalid-sync-options.error.js';
-import type { ResolvedSyncOptions, SyncModuleOptions } from '../interfaces/sync-module-options.interface.js';
+import type { OutboxOptions, ResolvedOutboxOptions, ResolvedSyncOptions, SyncModuleOptions } from '../interfaces/sync-module-options.interface.js';
 import {
   DEFAULT_EXCHANGE,
   DEFAULT_MAX_PENDING_PUBLISHES,
+  DEFAULT_OUTBOX,
   DEFAULT_PREFETCH,
   DEFAULT_PUBLISH_TIMEOUT_MS,
   DEFAULT_RECONNECT_DELAY_MS,
@@ -17,8 +18,9 @@ import { resolveRetryPolicy } from './retry-policy.js';
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const KNOWN = new Set<keyof SyncModuleOptions>([
   'service', 'url', 'urls', 'exchange', 'prefetch', 'retry', 'queueType', 'dataSource', 'publishTimeout',
-  'maxPendingPublishes', 'shutdownTimeout', 'startupTimeout', 'reconnectDelay', 'heartbeat', 'retention',
+  'maxPendingPublishes', 'shutdownTimeout', 'startupTimeout', 'reconnectDelay', 'heartbeat', 'retention', 'outbox',
 ]);
+const OUTBOX_KNOWN = new Set<keyof OutboxOptions>(['outsideTransaction', 'relay', 'pollInterval', 'batchSize', 'retryDelay', 'maxRetryDelay', 'retention']);
 
 /** Validates user options and fills in defaults. Every error names the option and how to fix it. */
 export function resolveSyncOptions(options: SyncModuleOptions): ResolvedSyncOptions {
@@ -45,6 +47,7 @@ export function resolveSyncOptions(options: SyncModuleOptions): ResolvedSyncOpti
     reconnectDelayMs: resolveDuration(options.reconnectDelay, 'reconnectDelay', DEFAULT_RECONNECT_DELAY_MS, 100),
     heartbeat: resolveInteger(options.heartbeat ?? 10, 'heartbeat', 0, 3_600),
     retentionMs: options.retention === false ? false : resolveDuration(options.retention, 'retention', DEFAULT_RETENTION_MS, 60_000),
+    outbox: resolveOutbox(options.outbox),
   };
   assertRetentionCovers(resolved.retentionMs, resolved.retry.delaysMs, 'the module retry policy');
   return resolved;
@@ -63,6 +66,41 @@ export function assertRetentionCovers(retentionMs: number | false, delaysMs: num
       'Keep processed-event ids longer than the longest retry chain (the default is 7 days), or shorten the retry delays.',
     );
   }
+}
+
+function resolveOutbox(value: unknown): ResolvedOutboxOptions {
+  if (value === false) return { ...resolveOutbox(undefined), enabled: false, relay: false };
+  if (value !== undefined && (value === null || typeof value !== 'object')) {
+    throw new InvalidSyncOptionsError('outbox', `must be an object or false (got ${JSON.stringify(value)})`, "For example outbox: { outsideTransaction: 'outbox' }, or outbox: false to turn it off.");
+  }
+  const options = (value ?? {}) as OutboxOptions;
+  for (const name of Object.keys(options)) {
+    if (!OUTBOX_KNOWN.has(name as keyof OutboxOptions)) {
+      throw new InvalidSyncOptionsError(`outbox.${name}`, 'is not a known option', `Known outbox options: ${[...OUTBOX_KNOWN].join(', ')}.`);
+    }
+  }
+  const path = options.outsideTransaction ?? 'broker';
+  if (path !== 'broker' && path !== 'outbox') {
+    throw new InvalidSyncOptionsError('outbox.outsideTransaction', `must be 'broker' or 'outbox' (got ${JSON.stringify(path)})`, "Use 'broker' to publish at once, 'outbox' to store first.");
+  }
+  if (options.relay !== undefined && typeof options.relay !== 'boolean') {
+    throw new InvalidSyncOptionsError('outbox.relay', `must be true or false (got ${JSON.stringify(options.relay)})`, 'Leave it out to run the relay.');
+  }
+  const retryDelayMs = resolveDuration(options.retryDelay, 'outbox.retryDelay', DEFAULT_OUTBOX.retryDelayMs, 1);
+  const maxRetryDelayMs = resolveDuration(options.maxRetryDelay, 'outbox.maxRetryDelay', Math.max(DEFAULT_OUTBOX.maxRetryDelayMs, retryDelayMs), 1);
+  if (maxRetryDelayMs < retryDelayMs) {
+    throw new InvalidSyncOptionsError('outbox.maxRetryDelay', `(${maxRetryDelayMs} ms) is shorter than outbox.retryDelay (${retryDelayMs} ms)`, 'Make it at least as long as retryDelay.');
+  }
+  return {
+    enabled: true,
+    outsideTransaction: path,
+    relay: options.relay ?? true,
+    pollIntervalMs: resolveDuration(options.pollInterval, 'outbox.pollInterval', DEFAULT_OUTBOX.pollIntervalMs, 10),
+    batchSize: resolveInteger(options.batchSize ?? DEFAULT_OUTBOX.batchSize, 'outbox.batchSize', 1, 10_000),
+    retryDelayMs,
+    maxRetryDelayMs,
+    retentionMs: options.retention === false ? false : resolveDuration(options.retention, 'outbox.retention', DEFAULT_OUTBOX.retentionMs, 60_000),
+  };
 }
 
 function resolveName(value: unknown, option: string, fix: string): string {

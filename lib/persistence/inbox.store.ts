@@ -1,7 +1,8 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import { AbortedTransactionError } from '../errors/aborted-transaction.error.js';
-import { type Dialect, dialectOf, isTransientConflict, isUniqueViolation } from './dialect.js';
+import { type Dialect, isTransientConflict, isUniqueViolation } from './dialect.js';
 import { SyncProcessedEvent } from './entities/sync-processed-event.entity.js';
+import type { TransactionGate } from './transaction-gate.js';
 
 export type InboxOutcome<T> = { status: 'processed'; result: T } | { status: 'duplicate' };
 
@@ -16,20 +17,15 @@ const MAX_CONFLICT_RERUNS = 3;
  */
 export class InboxStore {
   readonly dialect: Dialect;
-  /** SQLite has one connection: TypeORM cannot run two transactions on it at once. */
-  private tail: Promise<unknown> = Promise.resolve();
-  private readonly serialize: boolean;
+  private readonly dataSource: DataSource;
 
-  constructor(private readonly dataSource: DataSource) {
-    this.dialect = dialectOf(dataSource.options.type);
-    this.serialize = this.dialect === 'sqlite';
+  constructor(private readonly gate: TransactionGate) {
+    this.dialect = gate.dialect;
+    this.dataSource = gate.dataSource;
   }
 
   runOnce<T>(consumer: string, eventId: string, work: (manager: EntityManager) => Promise<T>): Promise<InboxOutcome<T>> {
-    if (!this.serialize) return this.transaction(consumer, eventId, work);
-    const run = this.tail.then(() => this.transaction(consumer, eventId, work));
-    this.tail = run.catch(() => undefined);
-    return run;
+    return this.transaction(consumer, eventId, work);
   }
 
   /**
@@ -49,7 +45,7 @@ export class InboxStore {
 
   private async transactionOnce<T>(consumer: string, eventId: string, work: (manager: EntityManager) => Promise<T>): Promise<InboxOutcome<T>> {
     try {
-      const result = await this.dataSource.transaction(async (manager) => {
+      const result = await this.gate.transaction(async (manager) => {
         await this.markProcessed(manager, consumer, eventId);
         const value = await work(manager);
         if (this.dialect === 'postgres') await this.assertNotAborted(manager, consumer, eventId);

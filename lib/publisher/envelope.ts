@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Options } from 'amqplib';
+import { InvalidEventDataError } from '../errors/invalid-event-data.error.js';
 import type { PublishOptions } from '../interfaces/publish-options.interface.js';
 import type { SyncEvent } from '../interfaces/sync-event.interface.js';
 
@@ -31,4 +32,17 @@ export function publishPropertiesOf(envelope: SyncEvent, headers?: PublishOption
     correlationId: envelope.correlationId,
     headers: { ...headers },
   };
+}
+
+/** The envelope as it goes on the wire; data JSON cannot carry is refused with a typed error. */
+export function serializeEnvelope(envelope: SyncEvent): Buffer {
+  return Buffer.from(envelopeJson(envelope));
+}
+
+export function envelopeJson(envelope: SyncEvent): string {
+  try {
+    return JSON.stringify(envelope);
+  } catch (error) {
+    throw new InvalidEventDataError(envelope.eventType, error);
+  }
 }

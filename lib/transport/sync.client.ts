@@ -3,7 +3,6 @@ import { ClientRMQ, RmqRecord, type ReadPacket, type WritePacket } from '@nestjs
 import type { AmqpConnectionManager, ChannelWrapper } from 'amqp-connection-manager';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { BrokerUnavailableError } from '../errors/broker-unavailable.error.js';
-import { InvalidEventDataError } from '../errors/invalid-event-data.error.js';
 import { PublishBufferFullError } from '../errors/publish-buffer-full.error.js';
 import { PublishRejectedError } from '../errors/publish-rejected.error.js';
 import { PublishTimeoutError } from '../errors/publish-timeout.error.js';
@@ -12,8 +11,9 @@ import type { SyncEvent } from '../interfaces/sync-event.interface.js';
 import type { ResolvedSyncOptions } from '../interfaces/sync-module-options.interface.js';
 import { assertEventType } from '../options/event-type.js';
 import { maskUrl } from '../options/resolve-options.js';
-import { buildEnvelope, publishPropertiesOf } from '../publisher/envelope.js';
+import { buildEnvelope, publishPropertiesOf, serializeEnvelope } from '../publisher/envelope.js';
 import type { SyncMetrics } from '../sync.metrics.js';
+import type { PendingOutboxRow } from '../outbox/outbox.store.js';
 
 const QUIET_RETRY_LOG_MS = 30_000;
 
@@ -115,9 +115,19 @@ export class SyncClient extends ClientRMQ {
     return envelope;
   }
 
+  /** Publishes an outbox row: its stored envelope, byte for byte. */
+  publishStored(row: PendingOutboxRow): Promise<void> {
+    const envelope = JSON.parse(row.payload) as SyncEvent;
+    return this.publishEnvelope(envelope, row.headers, Buffer.from(row.payload), row.routingKey);
+  }
+
+  /** Whether the publishing connection is up right now. */
+  isConnected(): boolean {
+    return this.manager?.isConnected() ?? false;
+  }
+
   /** The one place an envelope leaves this process. */
-  async publishEnvelope(envelope: SyncEvent, headers?: PublishOptions['headers']): Promise<void> {
-    const body = serialize(envelope);
+  async publishEnvelope(envelope: SyncEvent, headers?: PublishOptions['headers'], body = serializeEnvelope(envelope), routingKey = envelope.eventType): Promise<void> {
     // The slot is taken in the same tick as the check, so a burst cannot overshoot the bound.
     if (this.pending >= this.sync.maxPendingPublishes) {
       this.metrics.increment('publishFailed');
@@ -127,7 +137,7 @@ export class SyncClient extends ClientRMQ {
     let confirmed: Promise<unknown> | undefined;
     try {
       await this.connect();
-      confirmed = this.publisher!.publish(this.sync.exchange, envelope.eventType, body, publishPropertiesOf(envelope, headers));
+      confirmed = this.publisher!.publish(this.sync.exchange, routingKey, body, publishPropertiesOf(envelope, headers));
       this.inFlight.add(confirmed);
       await confirmed;
       this.metrics.increment('published');
@@ -184,13 +194,5 @@ export class SyncClient extends ClientRMQ {
     this.client = null;
     await publisher?.close().catch(() => undefined);
     await manager?.close().catch(() => undefined);
-  }
-}
-
-function serialize(envelope: SyncEvent): Buffer {
-  try {
-    return Buffer.from(JSON.stringify(envelope));
-  } catch (error) {
-    throw new InvalidEventDataError(envelope.eventType, error);
   }
 }

@@ -1,5 +1,6 @@
 import { DataSource, type EntityManager } from 'typeorm';
 import { InboxStore } from '../../lib/persistence/inbox.store.js';
+import { TransactionGate } from '../../lib/persistence/transaction-gate.js';
 import { SYNC_ENTITIES, SyncProcessedEvent } from '../../lib/index.js';
 import { ENGINES, typeOrmOptions } from '../support/databases.js';
 import { deferred } from '../support/deferred.js';
@@ -16,7 +17,7 @@ describe.each(ENGINES)('InboxStore on %s', (engine) => {
     cleanup = typeorm.cleanup;
     const { autoLoadEntities: _unused, ...options } = typeorm.options as Record<string, unknown>;
     dataSource = await new DataSource(options as never).initialize();
-    inbox = new InboxStore(dataSource);
+    inbox = new InboxStore(new TransactionGate(dataSource));
   });
 
   afterAll(async () => {
@@ -58,7 +59,7 @@ describe.each(ENGINES)('InboxStore on %s', (engine) => {
     const unmigrated = await new DataSource({ ...dataSource.options, synchronize: false, entityPrefix } as never).initialize();
     try {
       let runs = 0;
-      await expect(new InboxStore(unmigrated).runOnce(consumer, 'e-unmigrated', async () => ++runs)).rejects.toThrow(/sync_processed_events/);
+      await expect(new InboxStore(new TransactionGate(unmigrated)).runOnce(consumer, 'e-unmigrated', async () => ++runs)).rejects.toThrow(/sync_processed_events/);
       expect(runs).toBe(0);
     } finally {
       await unmigrated.destroy();
@@ -91,7 +92,7 @@ describe.each(['postgres', 'mariadb'] as const)('InboxStore on %s under a deadlo
   beforeAll(async () => {
     const { autoLoadEntities: _unused, ...options } = typeOrmOptions(engine, SYNC_ENTITIES).options as Record<string, unknown>;
     dataSource = await new DataSource(options as never).initialize();
-    inbox = new InboxStore(dataSource);
+    inbox = new InboxStore(new TransactionGate(dataSource));
     await dataSource.query('CREATE TABLE IF NOT EXISTS test_inbox_locks (id varchar(100) PRIMARY KEY, n int NOT NULL)');
     for (const id of rows) await dataSource.query(`INSERT INTO test_inbox_locks (id, n) VALUES (${placeholder(1)}, 0)`, [id]);
   });

@@ -17,6 +17,7 @@ import {
   SyncModule,
   type SyncModuleOptions,
   SyncProcessedEvent,
+  SyncOutboxMessage,
   SyncPublisher,
   SyncServer,
   UnsupportedHandlerScopeError,
@@ -292,7 +293,7 @@ async function freshDatabase(engine: Engine): Promise<{ options: DataSourceOptio
 }
 
 describe.each(ENGINES)('SYNC_MIGRATIONS on %s', (engine) => {
-  it('creates the dedupe table with its composite primary key, matching the entity, and reverts it', async () => {
+  it('creates the dedupe and outbox tables, matching the entities, and reverts them', async () => {
     const database = await freshDatabase(engine);
     const dataSource = new DataSource({ ...database.options, entities: SYNC_ENTITIES, migrations: SYNC_MIGRATIONS, synchronize: false, logging: false } as DataSourceOptions);
     try {
@@ -302,9 +303,16 @@ describe.each(ENGINES)('SYNC_MIGRATIONS on %s', (engine) => {
         expect(await runner.hasTable('sync_processed_events')).toBe(false);
 
         const ran = await dataSource.runMigrations();
-        expect(ran.map((migration) => migration.name)).toEqual(['CreateSyncProcessedEvents1764115200000']);
+        expect(ran.map((migration) => migration.name)).toEqual(['CreateSyncProcessedEvents1764115200000', 'CreateSyncOutbox1764201600000']);
         const table = await runner.getTable('sync_processed_events');
         expect(table?.primaryColumns.map((column) => column.name).sort()).toEqual(['consumer', 'event_id']);
+        const outboxTable = await runner.getTable('sync_outbox');
+        expect(outboxTable?.primaryColumns.map((column) => column.name)).toEqual(['event_id']);
+        const outbox = dataSource.getRepository(SyncOutboxMessage);
+        const row = { eventId: 'e-1', position: Date.now() * 1000, eventType: 'UserCreated', source: 'users', routingKey: 'UserCreated', key: null, payload: '{}', headers: null };
+        await outbox.insert(row);
+        await expect(outbox.insert(row)).rejects.toThrow();
+        expect(await outbox.findOneByOrFail({ eventId: 'e-1' })).toMatchObject({ attempts: 0, publishedAt: null, nextAttemptAt: null, position: row.position });
 
         const processed = dataSource.getRepository(SyncProcessedEvent);
         await processed.insert({ consumer: 'Projection.onUserCreated', eventId: 'e-1' });
@@ -315,6 +323,8 @@ describe.each(ENGINES)('SYNC_MIGRATIONS on %s', (engine) => {
         const drift = await dataSource.driver.createSchemaBuilder().log();
         expect(drift.upQueries.map((query) => query.query)).toEqual([]);
 
+        await dataSource.undoLastMigration();
+        expect(await runner.hasTable('sync_outbox')).toBe(false);
         await dataSource.undoLastMigration();
         expect(await runner.hasTable('sync_processed_events')).toBe(false);
         expect(await dataSource.showMigrations()).toBe(true);

@@ -1,0 +1,151 @@
+import type { EntityManager } from 'typeorm';
+import type { SyncEvent } from '../interfaces/sync-event.interface.js';
+import type { Dialect } from '../persistence/dialect.js';
+import type { TransactionGate } from '../persistence/transaction-gate.js';
+import { OutboxPayloadTooLargeError } from '../errors/outbox-payload-too-large.error.js';
+
+/** An unpublished outbox row, as the relay needs it. */
+export interface PendingOutboxRow {
+  eventId: string;
+  eventType: string;
+  routingKey: string;
+  payload: string;
+  headers: Record<string, string | number | boolean> | undefined;
+  attempts: number;
+}
+
+type Row = Record<string, unknown>;
+
+const TABLE = 'sync_outbox';
+
+let lastPosition = 0;
+
+/** Microseconds since the epoch, strictly increasing within this process. */
+export function nextPosition(): number {
+  lastPosition = Math.max(Date.now() * 1000, lastPosition + 1);
+  return lastPosition;
+}
+
+/** SQL access to `sync_outbox`. Plain statements: they sit on the hot path of every outbox publish. */
+export class OutboxStore {
+  readonly dialect: Dialect;
+
+  constructor(
+    readonly gate: TransactionGate,
+    private readonly source: string,
+  ) {
+    this.dialect = gate.dialect;
+  }
+
+  /**
+   * Writes an event with the caller's transaction. An event id already in the table is left as
+   * it is: writing an event again under its id is a no-op, as it is for consumers.
+   */
+  async add(manager: EntityManager, envelope: SyncEvent, payload: string, headers?: Record<string, unknown>): Promise<void> {
+    const values = [
+      envelope.eventId,
+      nextPosition(),
+      envelope.eventType,
+      this.source,
+      envelope.eventType,
+      envelope.key ?? null,
+      payload,
+      headers && Object.keys(headers).length > 0 ? JSON.stringify(headers) : null,
+    ];
+    const onConflict = this.dialect === 'mysql' ? ' ON DUPLICATE KEY UPDATE event_id = event_id' : ' ON CONFLICT (event_id) DO NOTHING';
+    try {
+      await manager.query(
+        `INSERT INTO ${TABLE} (event_id, position, event_type, source, routing_key, event_key, payload, headers) VALUES (${this.placeholders(values.length)})${onConflict}`,
+        values,
+      );
+    } catch (error) {
+      if (isDataTooLong(error)) throw new OutboxPayloadTooLargeError(envelope.eventType, Buffer.byteLength(payload), error);
+      throw error;
+    }
+  }
+
+  /**
+   * Up to `limit` due rows of this service in write order. On PostgreSQL and MySQL/MariaDB the
+   * rows stay locked until `manager`'s transaction ends and other relays skip them; a row
+   * committed late with an earlier position is still unpublished, so the next scan finds it.
+   */
+  async claim(manager: EntityManager, limit: number, now: number): Promise<PendingOutboxRow[]> {
+    const lock = this.dialect === 'sqlite' ? '' : ' FOR UPDATE SKIP LOCKED';
+    const [source, due, max] = this.dialect === 'postgres' ? ['$1', '$2', '$3'] : ['?', '?', '?'];
+    const rows: Row[] = await manager.query(
+      `SELECT event_id, event_type, routing_key, payload, headers, attempts FROM ${TABLE} ` +
+        `WHERE source = ${source} AND published_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= ${due}) ` +
+        `ORDER BY position, event_id LIMIT ${max}${lock}`,
+      [this.source, now, limit],
+    );
+    return rows.map((row) => ({
+      eventId: String(row.event_id),
+      eventType: String(row.event_type),
+      routingKey: String(row.routing_key),
+      payload: String(row.payload),
+      headers: row.headers ? JSON.parse(String(row.headers)) : undefined,
+      attempts: Number(row.attempts),
+    }));
+  }
+
+  async markPublished(manager: EntityManager, eventIds: string[]): Promise<void> {
+    if (eventIds.length === 0) return;
+    const now = this.dialect === 'mysql' ? 'CURRENT_TIMESTAMP(6)' : 'CURRENT_TIMESTAMP';
+    await manager.query(
+      `UPDATE ${TABLE} SET published_at = ${now}, attempts = attempts + 1, next_attempt_at = NULL, last_error = NULL WHERE event_id IN (${this.placeholders(eventIds.length)})`,
+      eventIds,
+    );
+  }
+
+  async markFailed(manager: EntityManager, eventId: string, error: string, nextAttemptAt: number): Promise<void> {
+    const [e, next, row] = this.dialect === 'postgres' ? ['$1', '$2', '$3'] : ['?', '?', '?'];
+    await manager.query(`UPDATE ${TABLE} SET attempts = attempts + 1, last_error = ${e}, next_attempt_at = ${next} WHERE event_id = ${row}`, [
+      error.slice(0, 2_000),
+      nextAttemptAt,
+      eventId,
+    ]);
+  }
+
+  /** Rows of this service not yet published. */
+  async backlog(): Promise<number> {
+    const param = this.dialect === 'postgres' ? '$1' : '?';
+    const rows: Row[] = await this.gate.run(() =>
+      this.gate.dataSource.query(`SELECT COUNT(*) AS backlog FROM ${TABLE} WHERE source = ${param} AND published_at IS NULL`, [this.source]),
+    );
+    return Number(rows[0]?.backlog ?? 0);
+  }
+
+  /** Deletes published rows older than the window; returns how many. */
+  async prune(olderThanMs: number): Promise<number> {
+    const seconds = Math.floor(olderThanMs / 1000);
+    const before = {
+      postgres: `now() - make_interval(secs => ${seconds})`,
+      mysql: `NOW(6) - INTERVAL ${seconds} SECOND`,
+      sqlite: `datetime('now', '-${seconds} seconds')`,
+    }[this.dialect];
+    return this.gate.run(async () => {
+      const result = await this.gate.dataSource
+        .createQueryBuilder()
+        .delete()
+        .from(TABLE)
+        .where(`source = :source AND published_at IS NOT NULL AND published_at < ${before}`, { source: this.source })
+        .execute();
+      return result.affected ?? 0;
+    });
+  }
+
+  /** Throws the database's error when the table is missing (the migration has not run). */
+  async assertTableExists(): Promise<void> {
+    await this.gate.run(() => this.gate.dataSource.query(`SELECT 1 FROM ${TABLE} WHERE 1 = 0`));
+  }
+
+  private placeholders(count: number): string {
+    return Array.from({ length: count }, (_, i) => (this.dialect === 'postgres' ? `$${i + 1}` : '?')).join(', ');
+  }
+}
+
+/** MySQL/MariaDB refuse a value longer than its column (TEXT holds 65,535 bytes). */
+function isDataTooLong(error: unknown): boolean {
+  const driverError = (error as { driverError?: { code?: string; errno?: number } })?.driverError ?? (error as { code?: string; errno?: number });
+  return driverError?.code === 'ER_DATA_TOO_LONG' || driverError?.errno === 1406;
+}
