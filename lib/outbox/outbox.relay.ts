@@ -82,13 +82,14 @@ export class OutboxRelay {
       await this.store.gate.transaction((manager) => this.mark(manager, rows, results));
       return { claimed: rows.length, failed: results.filter((r) => r.status === 'rejected').length };
     }
+    // READ COMMITTED: InnoDB then locks only the claimed rows, not the gaps where new events are inserted.
     return this.store.gate.transaction(async (manager) => {
       const rows = await this.store.claim(manager, this.options.batchSize, Date.now());
       if (rows.length === 0) return { claimed: 0, failed: 0 };
       const results = await this.publish(rows);
       await this.mark(manager, rows, results);
       return { claimed: rows.length, failed: results.filter((r) => r.status === 'rejected').length };
-    });
+    }, 'READ COMMITTED');
   }
 
   private async run(): Promise<void> {

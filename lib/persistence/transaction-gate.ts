@@ -1,4 +1,5 @@
 import type { DataSource, EntityManager } from 'typeorm';
+import type { IsolationLevel } from 'typeorm/driver/types/IsolationLevel.js';
 import { type Dialect, dialectOf } from './dialect.js';
 
 /**
@@ -24,7 +25,7 @@ export class TransactionGate {
     return run;
   }
 
-  transaction<T>(work: (manager: EntityManager) => Promise<T>): Promise<T> {
-    return this.run(() => this.dataSource.transaction(work));
+  transaction<T>(work: (manager: EntityManager) => Promise<T>, isolation?: IsolationLevel): Promise<T> {
+    return this.run(() => (isolation ? this.dataSource.transaction(isolation, work) : this.dataSource.transaction(work)));
   }
 }
