@@ -15,6 +15,17 @@ describe('resolveSyncOptions', () => {
       queueType: 'classic',
       publishTimeoutMs: 30_000,
       retry: { attempts: 5, delaysMs: [1_000, 10_000, 60_000, 300_000] },
+      outbox: { enabled: true, outsideTransaction: 'broker', relay: true, pollIntervalMs: 1_000, batchSize: 100, retryDelayMs: 1_000, maxRetryDelayMs: 60_000, retentionMs: 86_400_000 },
+    });
+  });
+
+  it('turns the outbox off with outbox: false, and takes its options', () => {
+    expect(resolveSyncOptions({ ...base, outbox: false }).outbox).toMatchObject({ enabled: false, relay: false });
+    expect(resolveSyncOptions({ ...base, outbox: { outsideTransaction: 'outbox', retryDelay: '2m', retention: false } }).outbox).toMatchObject({
+      outsideTransaction: 'outbox',
+      retryDelayMs: 120_000,
+      maxRetryDelayMs: 120_000,
+      retentionMs: false,
     });
   });
 
@@ -31,6 +42,13 @@ describe('resolveSyncOptions', () => {
     [{ ...base, retry: { attempts: 3, delays: ['1x'] } }, 'retry.delays[0]', /not a valid delay/],
     [{ ...base, dataSource: 42 }, 'dataSource', /DataSource/],
     [{ ...base, prefecth: 10 }, 'prefecth', /not a known option/],
+    [{ ...base, outbox: true }, 'outbox', /object or false/],
+    [{ ...base, outbox: { relays: 2 } }, 'outbox.relays', /not a known option/],
+    [{ ...base, outbox: { outsideTransaction: 'queue' } }, 'outbox.outsideTransaction', /'broker' or 'outbox'/],
+    [{ ...base, outbox: { batchSize: 0 } }, 'outbox.batchSize', /integer from 1/],
+    [{ ...base, outbox: { pollInterval: 'soon' } }, 'outbox.pollInterval', /not a valid duration/],
+    [{ ...base, outbox: { retryDelay: '10s', maxRetryDelay: '1s' } }, 'outbox.maxRetryDelay', /shorter than outbox.retryDelay/],
+    [{ ...base, outbox: { relay: 'yes' } }, 'outbox.relay', /true or false/],
   ])('rejects %j naming %s', (options, option, message) => {
     let error: unknown;
     try {

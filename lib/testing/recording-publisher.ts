@@ -1,6 +1,7 @@
 import { bindPublisher, type EventEmitterPort } from '../decorators/publishes-event.decorator.js';
 import type { PublishOptions } from '../interfaces/publish-options.interface.js';
 import type { PublishesEventMetadata } from '../interfaces/publishes-event-options.interface.js';
+import type { EntityManager } from 'typeorm';
 import type { SyncEvent } from '../interfaces/sync-event.interface.js';
 import { buildEnvelope } from '../publisher/envelope.js';
 
@@ -11,13 +12,31 @@ import { buildEnvelope } from '../publisher/envelope.js';
  */
 export class RecordingPublisher implements EventEmitterPort {
   readonly events: SyncEvent[] = [];
+  private pending?: SyncEvent[];
 
-  constructor(private readonly service = 'test') {}
+  /** `manager` is what `transaction(work)` hands to `work` (a test double or a real EntityManager). */
+  constructor(
+    private readonly service = 'test',
+    private readonly manager?: EntityManager,
+  ) {}
 
   async publish<T>(eventType: string, data: T, options: PublishOptions = {}): Promise<SyncEvent<T>> {
     const envelope = buildEnvelope(this.service, eventType, data, options);
-    this.events.push(envelope);
+    (this.pending ?? this.events).push(envelope);
     return envelope;
+  }
+
+  /** Like SyncPublisher.transaction: events published inside are recorded if `work` resolves, dropped if it throws. */
+  async transaction<T>(work: (manager: EntityManager) => Promise<T>): Promise<T> {
+    if (this.pending) return work(this.manager as EntityManager);
+    this.pending = [];
+    try {
+      const result = await work(this.manager as EntityManager);
+      this.events.push(...this.pending);
+      return result;
+    } finally {
+      this.pending = undefined;
+    }
   }
 
   publishResult(metadata: PublishesEventMetadata, result: unknown, args: unknown[]): Promise<unknown> {

@@ -1,18 +1,24 @@
 import { Injectable } from '@nestjs/common';
-import { Column, Entity, In, PrimaryColumn } from 'typeorm';
+import { Test } from '@nestjs/testing';
+import { TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
+import { Column, Entity, In, IsNull, PrimaryColumn } from 'typeorm';
 import {
   type EventContext,
   OnEvent,
+  OutboxTableMissingError,
   OutboxUnavailableError,
   PublishesEvent,
   SyncOutbox,
   SyncOutboxMessage,
+  SyncModule,
+  SyncProcessedEvent,
   SyncPublisher,
 } from '../../lib/index.js';
 import { SyncLifecycle } from '../../lib/sync.lifecycle.js';
 import { startApp, type TestApp } from '../support/app.js';
 import { Broker } from '../support/broker.js';
-import { ENGINES } from '../support/databases.js';
+import { ENGINES, typeOrmOptions } from '../support/databases.js';
+import { AMQP_URL } from '../support/env.js';
 import { unique, waitFor } from '../support/wait.js';
 
 @Entity('test_outbox_accounts')
@@ -208,6 +214,51 @@ describe.each(ENGINES)('transactional outbox on %s', (engine) => {
 });
 
 describe('outbox options', () => {
+  it('fails startup with the migration to run when sync_outbox is missing', async () => {
+    const database = typeOrmOptions('sqlite', [SyncProcessedEvent]);
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        TypeOrmModule.forRoot({ ...database.options, autoLoadEntities: false } as TypeOrmModuleOptions),
+        SyncModule.forRoot({ service: unique('svc'), exchange: unique('ex'), url: AMQP_URL, registerEntities: false }),
+      ],
+    }).compile();
+    moduleRef.useLogger(false);
+    try {
+      const init = moduleRef.init();
+      await expect(init).rejects.toThrow(OutboxTableMissingError);
+      await expect(init).rejects.toThrow(/CreateSyncOutbox1764201600000[\s\S]*outbox: false/);
+    } finally {
+      await moduleRef.close();
+      database.cleanup();
+    }
+  });
+
+  it('publishes the events committed before shutdown, and the batch in flight, before closing', async () => {
+    const seen = new Set<string>();
+    @Injectable()
+    class Listener {
+      @OnEvent('UserCreated', { consumer: unique('Shutdown.onUserCreated') })
+      async on(data: { id: string }) {
+        seen.add(data.id);
+      }
+    }
+    const consumerApp = await startApp({ engine: 'postgres', providers: [Listener] });
+    // A poll interval longer than the test: only the wake-ups and the shutdown publish.
+    const publisherApp = await startApp({ engine: 'postgres', exchange: consumerApp.exchange, sync: { outbox: { pollInterval: '10m', batchSize: 50 } } });
+    try {
+      const publisher = publisherApp.app.get(SyncPublisher);
+      const ids = Array.from({ length: 300 }, (_, i) => `${publisherApp.service}-${i}`);
+      await Promise.all(ids.map((id) => publisher.transaction(() => publisher.publish('UserCreated', { id }))));
+      await publisherApp.close();
+      const outbox = consumerApp.dataSource.getRepository(SyncOutboxMessage);
+      expect(await outbox.countBy({ source: publisherApp.service, publishedAt: IsNull() })).toBe(0);
+      expect(await outbox.countBy({ source: publisherApp.service })).toBe(ids.length);
+      await waitFor(() => seen.size === ids.length, { what: 'all 300 events' });
+    } finally {
+      await consumerApp.close();
+    }
+  });
+
   it("with outsideTransaction: 'outbox', a publish outside any transaction is stored first, then relayed", async () => {
     const seen: string[] = [];
     @Injectable()
