@@ -1,6 +1,6 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { Injectable } from '@nestjs/common';
-import { Column, Entity, IsNull, PrimaryColumn } from 'typeorm';
+import { Column, Entity, IsNull, MoreThan, PrimaryColumn } from 'typeorm';
 import { type EventContext, OnEvent, SyncOutbox, SyncOutboxMessage, SyncProcessedEvent, SyncPublisher } from '../../lib/index.js';
 import { startApp, type TestApp } from '../support/app.js';
 import { startBroker, stopBroker } from '../support/broker-control.js';
@@ -136,7 +136,12 @@ describe.each<Engine>(['postgres', 'sqlite'])('outbox through a broker outage on
       await waitFor(() => runs.size === ids.length, { timeoutMs: 60_000, what: 'all 500 events handled' });
       await waitFor(async () => (await outbox.backlog()) === 0, { timeoutMs: 30_000, what: 'an empty backlog' });
       await expectAppliedOnce(consumerApp, consumer, runs, ids);
-      expect(outbox.status()).toMatchObject({ running: true });
+      // The outage outlasted publishTimeout: some publishes failed, and their rows went out on a later try.
+      expect(publisherApp.metrics.snapshot().outboxRelayFailed).toBeGreaterThan(0);
+      const retried = await publisherApp.dataSource.getRepository(SyncOutboxMessage).findBy({ source: publisherApp.service, attempts: MoreThan(1) });
+      expect(retried.length).toBeGreaterThan(0);
+      expect(retried.every((row) => row.publishedAt !== null && row.lastError === null && row.nextAttemptAt === null)).toBe(true);
+      expect(outbox.status()).toMatchObject({ running: true, consecutiveFailures: 0 });
     } finally {
       await startBroker();
       await publisherApp.close();
