@@ -3,7 +3,8 @@ export const ON_EVENT_METADATA = 'nestjs-event-sync:on-event';
 export const PUBLISHES_EVENT_METADATA = 'nestjs-event-sync:publishes-event';
 
 export const DEFAULT_EXCHANGE = 'sync.events';
-export const DEFAULT_PREFETCH = 20;
+export const DEFAULT_PREFETCH = 50;
+export const DEFAULT_BATCH_SIZE = 50;
 export const DEFAULT_CONCURRENCY = 1;
 export const DEFAULT_PUBLISH_TIMEOUT_MS = 30_000;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;

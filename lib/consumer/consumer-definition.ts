@@ -11,6 +11,8 @@ export interface ConsumerDefinition {
   eventTypes: string[];
   retry: RetryPolicy;
   concurrency: number;
+  /** Waiting deliveries run together in one transaction, at most this many. */
+  batchSize: number;
   /** Where it came from, for logs and errors (`CustomerProjection.onUserCreated`). */
   label: string;
   handler: EventHandler;

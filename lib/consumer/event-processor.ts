@@ -1,7 +1,9 @@
 import { Logger } from '@nestjs/common';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
+import { AbortedTransactionError } from '../errors/aborted-transaction.error.js';
 import { NonRetryableError } from '../errors/non-retryable.error.js';
 import type { SyncOutbox } from '../outbox/sync-outbox.js';
+import { isTransientConflict } from '../persistence/dialect.js';
 import type { InboxStore } from '../persistence/inbox.store.js';
 import type { SyncMetrics } from '../sync.metrics.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
@@ -54,6 +56,88 @@ export class EventProcessor {
   }
 
   /**
+   * Several waiting deliveries at once: the well-formed ones run in one transaction (one dedupe
+   * insert, one commit, then one ack each); everything else takes the single-message path. If a
+   * handler fails, the batch rolls back, that event alone goes the retry way (it is not run
+   * again now), and the others run again as a new batch: every event still commits, retries and
+   * dead-letters on its own. A failure that cannot be pinned on one handler (the database, the
+   * commit) falls back to one transaction per event.
+   */
+  async processBatch(channel: ConfirmChannel, messages: ConsumeMessage[], definition: ConsumerDefinition): Promise<void> {
+    if (messages.length === 1) return this.process(channel, messages[0], definition);
+    const batch: Array<{ message: ConsumeMessage; event: IncomingEvent }> = [];
+    for (const message of messages) {
+      const parsed = parseMessage(message);
+      if (parsed.ok && definition.eventTypes.includes(parsed.event.eventType)) {
+        this.warnOnForeignId(parsed.event, definition);
+        batch.push({ message, event: parsed.event });
+      } else {
+        await this.process(channel, message, definition);
+      }
+    }
+    await this.handleBatch(channel, batch, definition);
+  }
+
+  private async handleBatch(channel: ConfirmChannel, batch: Array<{ message: ConsumeMessage; event: IncomingEvent }>, definition: ConsumerDefinition): Promise<void> {
+    if (batch.length <= 1) {
+      for (const { message, event } of batch) await this.handle(channel, message, definition, event);
+      return;
+    }
+    let outcome: { isNew: boolean[]; result: number };
+    try {
+      outcome = await this.inbox.runBatch(
+        definition.consumer,
+        batch.map(({ event }) => event.eventId),
+        async (manager, isNew) => {
+          let written = 0;
+          for (const [index, { message, event }] of batch.entries()) {
+            if (!isNew[index]) continue;
+            try {
+              const run = await this.outbox.runHandler(manager, () => definition.handler(event.data, new EventContext(event, definition.consumer, manager, message)));
+              written += run.written;
+            } catch (error) {
+              // A lock conflict re-runs the whole batch; an aborted transaction is not this handler's doing.
+              if (isTransientConflict(this.inbox.dialect, error) || isAbortedTransaction(error)) throw error;
+              throw new BatchMemberFailed(index, error);
+            }
+          }
+          return written;
+        },
+      );
+    } catch (error) {
+      if (error instanceof BatchMemberFailed) {
+        const { message, event } = batch[error.index];
+        try {
+          await this.onFailure(channel, message, definition, event, error.cause);
+        } catch (settleError) {
+          this.logger.error(`Could not settle a message of ${definition.queue}: ${(settleError as Error).message}; requeued`);
+          this.settler.requeue(channel, message);
+          if (settleError instanceof CopyReturnedError) channel.close().catch(() => undefined);
+        }
+        return this.handleBatch(channel, batch.filter((_, index) => index !== error.index), definition);
+      }
+      for (const { message, event } of batch) await this.handleSettled(channel, message, definition, event);
+      return;
+    }
+    for (const [index, { message, event }] of batch.entries()) {
+      this.settler.ack(channel, message);
+      this.countOutcome(outcome.isNew[index] ? 'processed' : 'duplicate', event, definition);
+    }
+    if (outcome.result > 0) this.outbox.wake();
+  }
+
+  /** `handle` as `process` runs it: a failure to settle requeues instead of throwing. */
+  private async handleSettled(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition, event: IncomingEvent): Promise<void> {
+    try {
+      await this.handle(channel, message, definition, event);
+    } catch (error) {
+      this.logger.error(`Could not settle a message of ${definition.queue}: ${(error as Error).message}; requeued`);
+      this.settler.requeue(channel, message);
+      if (error instanceof CopyReturnedError) channel.close().catch(() => undefined);
+    }
+  }
+
+  /**
    * Bindings are only ever added, so a handler that stopped subscribing to a type still has
    * the old binding: such an event is no failure. Remove the binding, ack, and say so.
    */
@@ -82,7 +166,11 @@ export class EventProcessor {
     }
     this.settler.ack(channel, message);
     if (outcome.status === 'processed' && outcome.result.written > 0) this.outbox.wake();
-    if (outcome.status === 'duplicate') {
+    this.countOutcome(outcome.status, event, definition);
+  }
+
+  private countOutcome(status: 'processed' | 'duplicate', event: IncomingEvent, definition: ConsumerDefinition): void {
+    if (status === 'duplicate') {
       this.metrics.increment('duplicates', definition.consumer);
       this.logger.log(`${describe(event)} -> ${definition.label}: duplicate, already processed; acked and skipped`);
     } else {
@@ -142,4 +230,24 @@ function describe(event: IncomingEvent): string {
 
 function describeRaw(message: ConsumeMessage): string {
   return `Message ${message.properties.messageId ?? `#${message.fields.deliveryTag}`} (routing key ${message.fields.routingKey})`;
+}
+
+/** A handler of a batch threw: which one, and why. */
+class BatchMemberFailed extends Error {
+  constructor(
+    readonly index: number,
+    override readonly cause: unknown,
+  ) {
+    super('a handler of the batch failed');
+  }
+}
+
+/**
+ * On PostgreSQL a statement that failed (and was swallowed by a handler) aborts the whole
+ * transaction: the next handler's query then fails (25P02) though that handler did nothing wrong.
+ */
+function isAbortedTransaction(error: unknown): boolean {
+  if (error instanceof AbortedTransactionError) return true;
+  const driverError = (error as { driverError?: { code?: string } } | undefined)?.driverError ?? (error as { code?: string } | undefined);
+  return driverError?.code === '25P02';
 }

@@ -34,6 +34,7 @@ export class QueueConsumer {
   private consumerTag?: string;
   private readonly waiting: Delivery[] = [];
   private readonly running = new Set<Promise<void>>();
+  private runningMessages = 0;
   private stopped = true;
   private reopenTimer?: NodeJS.Timeout;
   private reopenAttempts = 0;
@@ -145,11 +146,16 @@ export class QueueConsumer {
     this.pump();
   }
 
+  /** Starts runs while there is room: each takes what is waiting on one channel, up to the batch size. */
   private pump(): void {
     while (!this.stopped && this.running.size < this.definition.concurrency && this.waiting.length > 0) {
       const { channel, message } = this.waiting.shift()!;
-      const run: Promise<void> = this.processor.process(channel, message, this.definition).finally(() => {
+      const messages = [message];
+      while (messages.length < this.definition.batchSize && this.waiting[0]?.channel === channel) messages.push(this.waiting.shift()!.message);
+      this.runningMessages += messages.length;
+      const run: Promise<void> = this.processor.processBatch(channel, messages, this.definition).finally(() => {
         this.running.delete(run);
+        this.runningMessages -= messages.length;
         this.pump();
       });
       this.running.add(run);
@@ -176,7 +182,7 @@ export class QueueConsumer {
     ]);
     clearTimeout(timer);
     if (!finished) {
-      this.logger.warn(`${this.definition.label}: ${this.running.size} handler(s) still running after ${timeoutMs} ms (shutdownTimeout); their messages return to the queue`);
+      this.logger.warn(`${this.definition.label}: ${this.runningMessages} event(s) still running after ${timeoutMs} ms (shutdownTimeout); their messages return to the queue`);
     }
     return finished;
   }
@@ -184,11 +190,11 @@ export class QueueConsumer {
   /** For health checks: whether this handler is consuming right now, and why not. */
   get status(): ConsumerStatus {
     const state = this.stopped ? 'stopped' : this.channel ? 'consuming' : 'recovering';
-    return { consumer: this.definition.consumer, queue: this.definition.queue, state, inFlight: this.running.size, lastError: this.lastError };
+    return { consumer: this.definition.consumer, queue: this.definition.queue, state, inFlight: this.runningMessages, lastError: this.lastError };
   }
 
   get inFlight(): number {
-    return this.running.size;
+    return this.runningMessages;
   }
 
   async close(): Promise<void> {

@@ -34,6 +34,9 @@ function validateOptions(options: OnEventOptions): void {
   if (options.concurrency !== undefined && (!Number.isInteger(options.concurrency) || options.concurrency < 1 || options.concurrency > 1000)) {
     throw new InvalidDecoratorUsageError(`@OnEvent option concurrency must be an integer from 1 to 1000 (got ${JSON.stringify(options.concurrency)}).`);
   }
+  if (options.batchSize !== undefined && (!Number.isInteger(options.batchSize) || options.batchSize < 1 || options.batchSize > 1000)) {
+    throw new InvalidDecoratorUsageError(`@OnEvent option batchSize must be an integer from 1 to 1000 (got ${JSON.stringify(options.batchSize)}).`);
+  }
   if (options.retry !== undefined) {
     try {
       resolveRetryPolicy(options.retry, 'retry');

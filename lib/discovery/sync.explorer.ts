@@ -52,6 +52,7 @@ export class SyncExplorer {
           eventTypes: onEvent.eventTypes,
           retry: onEvent.options.retry === undefined ? options.retry : resolveRetryPolicy(onEvent.options.retry, `${label} retry`),
           concurrency: onEvent.options.concurrency ?? DEFAULT_CONCURRENCY,
+          batchSize: onEvent.options.batchSize ?? options.batchSize,
           label,
           handler: this.wrap(wrapper.instance as object, methodName),
         });

@@ -7,6 +7,12 @@ export interface OnEventOptions {
   retry?: RetryOptions | false;
   /** Events handled at once by this handler in this process. Default 1 (in queue order). */
   concurrency?: number;
+  /**
+   * Up to this many deliveries that are already waiting run in one transaction (one dedupe
+   * insert, one commit). 1 runs each event in a transaction of its own. Default: the module's
+   * `batchSize`.
+   */
+  batchSize?: number;
 }
 
 export interface OnEventMetadata {

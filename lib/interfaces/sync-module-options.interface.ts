@@ -13,8 +13,14 @@ export interface SyncModuleOptions {
   urls?: string[];
   /** Topic exchange all events go through. Default `sync.events`. */
   exchange?: string;
-  /** Unacknowledged messages per handler queue. Default 20. */
+  /** Unacknowledged messages per handler queue. Default 50. */
   prefetch?: number;
+  /**
+   * Deliveries already waiting for a handler run in one transaction, at most this many (one
+   * dedupe insert, one commit); a failing event is then retried alone. 1 turns batching off.
+   * Default 50. Per handler: `@OnEvent(type, { batchSize })`.
+   */
+  batchSize?: number;
   /** Module-wide retry policy; `false` dead-letters on the first failure. Default 5 attempts, 1s/10s/1m/5m. */
   retry?: RetryOptions | false;
   /** `quorum` for replicated queues on a cluster. Default `classic`. */
@@ -70,6 +76,7 @@ export interface ResolvedSyncOptions {
   urls: string[];
   exchange: string;
   prefetch: number;
+  batchSize: number;
   retry: import('./retry-options.interface.js').RetryPolicy;
   queueType: QueueType;
   dataSource?: DataSource | string;

@@ -2,6 +2,7 @@ import { DataSource } from 'typeorm';
 import { InvalidSyncOptionsError } from '../errors/invalid-sync-options.error.js';
 import type { OutboxOptions, ResolvedOutboxOptions, ResolvedSyncOptions, SyncModuleOptions } from '../interfaces/sync-module-options.interface.js';
 import {
+  DEFAULT_BATCH_SIZE,
   DEFAULT_EXCHANGE,
   DEFAULT_MAX_PENDING_PUBLISHES,
   DEFAULT_OUTBOX,
@@ -17,7 +18,7 @@ import { resolveRetryPolicy } from './retry-policy.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const KNOWN = new Set<keyof SyncModuleOptions>([
-  'service', 'url', 'urls', 'exchange', 'prefetch', 'retry', 'queueType', 'dataSource', 'publishTimeout',
+  'service', 'url', 'urls', 'exchange', 'prefetch', 'batchSize', 'retry', 'queueType', 'dataSource', 'publishTimeout',
   'maxPendingPublishes', 'shutdownTimeout', 'startupTimeout', 'reconnectDelay', 'heartbeat', 'retention', 'outbox',
 ]);
 const OUTBOX_KNOWN = new Set<keyof OutboxOptions>(['outsideTransaction', 'relay', 'pollInterval', 'batchSize', 'retryDelay', 'maxRetryDelay', 'retention']);
@@ -37,6 +38,7 @@ export function resolveSyncOptions(options: SyncModuleOptions): ResolvedSyncOpti
     urls: resolveUrls(options),
     exchange: resolveName(options.exchange ?? DEFAULT_EXCHANGE, 'exchange', `Use a plain name such as '${DEFAULT_EXCHANGE}'.`),
     prefetch: resolveInteger(options.prefetch ?? DEFAULT_PREFETCH, 'prefetch', 1, 65_535),
+    batchSize: resolveInteger(options.batchSize ?? DEFAULT_BATCH_SIZE, 'batchSize', 1, 1_000),
     retry: resolveRetryPolicy(options.retry ?? { ...DEFAULT_RETRY, delays: [...DEFAULT_RETRY.delays] }, 'retry'),
     queueType: resolveQueueType(options.queueType),
     dataSource: resolveDataSource(options.dataSource),

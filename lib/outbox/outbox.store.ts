@@ -1,6 +1,7 @@
 import type { EntityManager } from 'typeorm';
 import type { SyncEvent } from '../interfaces/sync-event.interface.js';
-import type { Dialect } from '../persistence/dialect.js';
+import { type Dialect, tableOf } from '../persistence/dialect.js';
+import { SyncOutboxMessage } from '../persistence/entities/sync-outbox-message.entity.js';
 import type { TransactionGate } from '../persistence/transaction-gate.js';
 import { OutboxPayloadTooLargeError } from '../errors/outbox-payload-too-large.error.js';
 
@@ -16,7 +17,6 @@ export interface PendingOutboxRow {
 
 type Row = Record<string, unknown>;
 
-const TABLE = 'sync_outbox';
 
 let lastPosition = 0;
 
@@ -29,12 +29,14 @@ export function nextPosition(): number {
 /** SQL access to `sync_outbox`. Plain statements: they sit on the hot path of every outbox publish. */
 export class OutboxStore {
   readonly dialect: Dialect;
+  private readonly table: string;
 
   constructor(
     readonly gate: TransactionGate,
     private readonly source: string,
   ) {
     this.dialect = gate.dialect;
+    this.table = tableOf(gate.dataSource, SyncOutboxMessage, 'sync_outbox');
   }
 
   /**
@@ -55,7 +57,7 @@ export class OutboxStore {
     const onConflict = this.dialect === 'mysql' ? ' ON DUPLICATE KEY UPDATE event_id = event_id' : ' ON CONFLICT (event_id) DO NOTHING';
     try {
       await manager.query(
-        `INSERT INTO ${TABLE} (event_id, position, event_type, source, routing_key, event_key, payload, headers) VALUES (${this.placeholders(values.length)})${onConflict}`,
+        `INSERT INTO ${this.table} (event_id, position, event_type, source, routing_key, event_key, payload, headers) VALUES (${this.placeholders(values.length)})${onConflict}`,
         values,
       );
     } catch (error) {
@@ -73,7 +75,7 @@ export class OutboxStore {
     const lock = this.dialect === 'sqlite' ? '' : ' FOR UPDATE SKIP LOCKED';
     const [source, due, max] = this.dialect === 'postgres' ? ['$1', '$2', '$3'] : ['?', '?', '?'];
     const rows: Row[] = await manager.query(
-      `SELECT event_id, event_type, routing_key, payload, headers, attempts FROM ${TABLE} ` +
+      `SELECT event_id, event_type, routing_key, payload, headers, attempts FROM ${this.table} ` +
         `WHERE source = ${source} AND published_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= ${due}) ` +
         `ORDER BY position, event_id LIMIT ${max}${lock}`,
       [this.source, now, limit],
@@ -92,14 +94,14 @@ export class OutboxStore {
     if (eventIds.length === 0) return;
     const now = this.dialect === 'mysql' ? 'CURRENT_TIMESTAMP(6)' : 'CURRENT_TIMESTAMP';
     await manager.query(
-      `UPDATE ${TABLE} SET published_at = ${now}, attempts = attempts + 1, next_attempt_at = NULL, last_error = NULL WHERE event_id IN (${this.placeholders(eventIds.length)})`,
+      `UPDATE ${this.table} SET published_at = ${now}, attempts = attempts + 1, next_attempt_at = NULL, last_error = NULL WHERE event_id IN (${this.placeholders(eventIds.length)})`,
       eventIds,
     );
   }
 
   async markFailed(manager: EntityManager, eventId: string, error: string, nextAttemptAt: number): Promise<void> {
     const [e, next, row] = this.dialect === 'postgres' ? ['$1', '$2', '$3'] : ['?', '?', '?'];
-    await manager.query(`UPDATE ${TABLE} SET attempts = attempts + 1, last_error = ${e}, next_attempt_at = ${next} WHERE event_id = ${row}`, [
+    await manager.query(`UPDATE ${this.table} SET attempts = attempts + 1, last_error = ${e}, next_attempt_at = ${next} WHERE event_id = ${row}`, [
       error.slice(0, 2_000),
       nextAttemptAt,
       eventId,
@@ -110,7 +112,7 @@ export class OutboxStore {
   async backlog(): Promise<number> {
     const param = this.dialect === 'postgres' ? '$1' : '?';
     const rows: Row[] = await this.gate.run(() =>
-      this.gate.dataSource.query(`SELECT COUNT(*) AS backlog FROM ${TABLE} WHERE source = ${param} AND published_at IS NULL`, [this.source]),
+      this.gate.dataSource.query(`SELECT COUNT(*) AS backlog FROM ${this.table} WHERE source = ${param} AND published_at IS NULL`, [this.source]),
     );
     return Number(rows[0]?.backlog ?? 0);
   }
@@ -124,19 +126,23 @@ export class OutboxStore {
       sqlite: `datetime('now', '-${seconds} seconds')`,
     }[this.dialect];
     return this.gate.run(async () => {
-      const result = await this.gate.dataSource
-        .createQueryBuilder()
-        .delete()
-        .from(TABLE)
-        .where(`source = :source AND published_at IS NOT NULL AND published_at < ${before}`, { source: this.source })
-        .execute();
-      return result.affected ?? 0;
+      const runner = this.gate.dataSource.createQueryRunner();
+      try {
+        const result = await runner.query(
+          `DELETE FROM ${this.table} WHERE source = ${this.placeholders(1)} AND published_at IS NOT NULL AND published_at < ${before}`,
+          [this.source],
+          true,
+        );
+        return result.affected ?? 0;
+      } finally {
+        await runner.release();
+      }
     });
   }
 
   /** Throws the database's error when the table is missing (the migration has not run). */
   async assertTableExists(): Promise<void> {
-    await this.gate.run(() => this.gate.dataSource.query(`SELECT 1 FROM ${TABLE} WHERE 1 = 0`));
+    await this.gate.run(() => this.gate.dataSource.query(`SELECT 1 FROM ${this.table} WHERE 1 = 0`));
   }
 
   private placeholders(count: number): string {

@@ -47,3 +47,15 @@ export function isTransientConflict(dialect: Dialect, error: unknown): boolean {
   const driverError = (error as { driverError?: unknown }).driverError ?? error;
   return typeof driverError === 'object' && driverError !== null && TRANSIENT_CONFLICT[dialect](driverError as Record<string, unknown>);
 }
+
+/**
+ * The escaped table name of a library entity in this DataSource, with its schema (PostgreSQL
+ * `schema` option) or database prefix, for the library's hand-written statements.
+ */
+export function tableOf(dataSource: DataSource, entity: Function, fallback: string): string {
+  const path = dataSource.hasMetadata(entity) ? dataSource.getMetadata(entity).tablePath : fallback;
+  return path
+    .split('.')
+    .map((part) => dataSource.driver.escape(part))
+    .join('.');
+}

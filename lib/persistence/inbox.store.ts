@@ -1,6 +1,6 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import { AbortedTransactionError } from '../errors/aborted-transaction.error.js';
-import { type Dialect, isTransientConflict, isUniqueViolation } from './dialect.js';
+import { type Dialect, isTransientConflict, isUniqueViolation, tableOf } from './dialect.js';
 import { SyncProcessedEvent } from './entities/sync-processed-event.entity.js';
 import type { TransactionGate } from './transaction-gate.js';
 
@@ -18,10 +18,12 @@ const MAX_CONFLICT_RERUNS = 3;
 export class InboxStore {
   readonly dialect: Dialect;
   private readonly dataSource: DataSource;
+  private readonly table: string;
 
   constructor(private readonly gate: TransactionGate) {
     this.dialect = gate.dialect;
     this.dataSource = gate.dataSource;
+    this.table = tableOf(gate.dataSource, SyncProcessedEvent, 'sync_processed_events');
   }
 
   runOnce<T>(consumer: string, eventId: string, work: (manager: EntityManager) => Promise<T>): Promise<InboxOutcome<T>> {
@@ -56,6 +58,55 @@ export class InboxStore {
       if (error instanceof AlreadyProcessed) return { status: 'duplicate' };
       throw error;
     }
+  }
+
+  /**
+   * Runs a batch of events in one transaction: one dedupe insert marks the new ones (`isNew`,
+   * in the order given; a repeated id is new only the first time), `work` runs their handlers,
+   * one commit. A conflict re-runs the whole batch, as for a single event.
+   */
+  async runBatch<T>(consumer: string, eventIds: string[], work: (manager: EntityManager, isNew: boolean[]) => Promise<T>): Promise<{ isNew: boolean[]; result: T }> {
+    for (let conflicts = 0; ; conflicts++) {
+      try {
+        return await this.gate.transaction(async (manager) => {
+          const isNew = await this.markBatch(manager, consumer, eventIds);
+          const result = await work(manager, isNew);
+          if (this.dialect === 'postgres') await this.assertNotAborted(manager, consumer, eventIds[0]);
+          return { isNew, result };
+        });
+      } catch (error) {
+        if (conflicts >= MAX_CONFLICT_RERUNS || !isTransientConflict(this.dialect, error)) throw error;
+      }
+    }
+  }
+
+  private async markBatch(manager: EntityManager, consumer: string, eventIds: string[]): Promise<boolean[]> {
+    const firstIndex = new Map<string, number>();
+    eventIds.forEach((id, index) => firstIndex.has(id) || firstIndex.set(id, index));
+    // One lock order for every batch, so two consumers inserting overlapping batches do not deadlock.
+    const unique = [...firstIndex.keys()].sort();
+    const inserted = new Set<string>();
+    if (this.dialect === 'mysql') {
+      // No RETURNING on MySQL; a duplicate key there fails only its statement, not the transaction.
+      for (const id of unique) {
+        try {
+          await this.markProcessed(manager, consumer, id);
+          inserted.add(id);
+        } catch (error) {
+          if (!(error instanceof AlreadyProcessed)) throw error;
+        }
+      }
+    } else {
+      const postgres = this.dialect === 'postgres';
+      const values = unique.map((_, i) => (postgres ? `($1, $${i + 2})` : '(?, ?)')).join(', ');
+      const parameters = postgres ? [consumer, ...unique] : unique.flatMap((id) => [consumer, id]);
+      const rows: Array<{ event_id: string }> = await manager.query(
+        `INSERT INTO ${this.table} (consumer, event_id) VALUES ${values} ON CONFLICT DO NOTHING RETURNING event_id`,
+        parameters,
+      );
+      for (const row of rows) inserted.add(row.event_id);
+    }
+    return eventIds.map((id, index) => inserted.has(id) && firstIndex.get(id) === index);
   }
 
   private async markProcessed(manager: EntityManager, consumer: string, eventId: string): Promise<void> {

@@ -174,6 +174,7 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
         eventTypes: [pattern],
         retry: this.sync.retry,
         concurrency: 1,
+        batchSize: this.sync.batchSize,
         label: `@EventPattern(${pattern})`,
         handler,
       });

@@ -121,14 +121,15 @@ describe.each<Engine>(['postgres', 'sqlite'])('outbox through a broker outage on
       const publisher = publisherApp.app.get(SyncPublisher);
       const outbox = publisherApp.app.get(SyncOutbox);
       const ids = Array.from({ length: 500 }, (_, i) => `${publisherApp.service}-${i}`);
-      let stopped: Promise<void> | undefined;
       let backlogDuringOutage = 0;
       for (const [i, id] of ids.entries()) {
         await publisher.transaction(() => publisher.publish('UserCreated', { id }, { key: id }));
-        if (i === 150) stopped = stopBroker();
+        // Events 151-400 are committed while the broker is down.
+        if (i === 150) await stopBroker();
         if (i === 400) {
-          await stopped;
           backlogDuringOutage = await outbox.backlog();
+          // Keep the broker away until publishes have timed out, so the relay's failure path runs too.
+          await waitFor(() => publisherApp.metrics.snapshot().outboxRelayFailed > 0, { what: 'a relay publish to time out' });
           await startBroker();
         }
       }
@@ -136,8 +137,7 @@ describe.each<Engine>(['postgres', 'sqlite'])('outbox through a broker outage on
       await waitFor(() => runs.size === ids.length, { timeoutMs: 60_000, what: 'all 500 events handled' });
       await waitFor(async () => (await outbox.backlog()) === 0, { timeoutMs: 30_000, what: 'an empty backlog' });
       await expectAppliedOnce(consumerApp, consumer, runs, ids);
-      // The outage outlasted publishTimeout: some publishes failed, and their rows went out on a later try.
-      expect(publisherApp.metrics.snapshot().outboxRelayFailed).toBeGreaterThan(0);
+      // Rows whose publish timed out went out on a later try.
       const retried = await publisherApp.dataSource.getRepository(SyncOutboxMessage).findBy({ source: publisherApp.service, attempts: MoreThan(1) });
       expect(retried.length).toBeGreaterThan(0);
       expect(retried.every((row) => row.publishedAt !== null && row.lastError === null && row.nextAttemptAt === null)).toBe(true);

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
-import { Column, Entity, In, IsNull, PrimaryColumn } from 'typeorm';
+import { Column, DataSource, type DataSourceOptions, Entity, In, IsNull, PrimaryColumn } from 'typeorm';
 import {
   type EventContext,
   OnEvent,
@@ -189,13 +189,12 @@ describe.each(ENGINES)('transactional outbox on %s', (engine) => {
   it('reports the backlog and the relay status, and prunes published rows past the retention window', async () => {
     const outbox = app.app.get(SyncOutbox);
     await waitFor(async () => (await outbox.backlog()) === 0, { what: 'an empty backlog' });
-    expect(outbox.status()).toMatchObject({ running: true, consecutiveFailures: 0 });
-    expect(outbox.status().lastPublishedAt).toBeInstanceOf(Date);
-
     const old = unique('u-old');
     const envelope = await publisher.transaction(() => publisher.publish('UserCreated', { id: old }));
     await waitFor(() => createdFor(old).length === 1, { what: 'the event to prune' });
     await waitFor(async () => (await rowsOf([envelope.eventId]))[0]?.publishedAt, { what: 'its row published' });
+    expect(outbox.status()).toMatchObject({ running: true, consecutiveFailures: 0 });
+    expect(outbox.status().lastPublishedAt).toBeInstanceOf(Date);
     const repository = app.dataSource.getRepository(SyncOutboxMessage);
     const [row] = await rowsOf([envelope.eventId]);
     await repository.update({ eventId: envelope.eventId }, { publishedAt: new Date(row.publishedAt!.getTime() - 2 * 24 * 3600_000) });
@@ -256,6 +255,35 @@ describe('outbox options', () => {
       await waitFor(() => seen.size === ids.length, { what: 'all 300 events' });
     } finally {
       await consumerApp.close();
+    }
+  });
+
+  it("writes to and relays from the outbox table in the DataSource's own PostgreSQL schema", async () => {
+    const schema = `outbox_${unique('s').replace(/-/g, '_')}`;
+    const base = typeOrmOptions('postgres', []);
+    const setup = new DataSource({ ...(base.options as DataSourceOptions), entities: [], synchronize: false });
+    await setup.initialize();
+    await setup.query(`CREATE SCHEMA ${schema}`);
+    const seen: string[] = [];
+    @Injectable()
+    class Listener {
+      @OnEvent('UserCreated', { consumer: unique('Schema.onUserCreated') })
+      async on(data: { id: string }) {
+        seen.push(data.id);
+      }
+    }
+    const app = await startApp({ engine: 'postgres', providers: [Listener], typeorm: { options: { ...base.options, schema } as TypeOrmModuleOptions, cleanup: () => undefined } });
+    try {
+      const publisher = app.app.get(SyncPublisher);
+      const envelope = await publisher.transaction(() => publisher.publish('UserCreated', { id: 'in-schema' }));
+      await waitFor(() => seen.includes('in-schema'), { what: 'the event from the schema' });
+      const [row] = await setup.query(`SELECT published_at FROM ${schema}.sync_outbox WHERE event_id = $1`, [envelope.eventId]);
+      expect(row.published_at).not.toBeNull();
+      expect(await setup.query(`SELECT 1 FROM public.sync_outbox WHERE event_id = $1`, [envelope.eventId])).toEqual([]);
+    } finally {
+      await app.close();
+      await setup.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await setup.destroy();
     }
   });
 

@@ -1,0 +1,119 @@
+import { Injectable } from '@nestjs/common';
+import { Column, Entity, In, PrimaryGeneratedColumn, type EntityManager } from 'typeorm';
+import { deadLetterQueueName, type EventContext, OnEvent, SYNC_HEADERS, SyncProcessedEvent } from '../../lib/index.js';
+import { startApp, type TestApp } from '../support/app.js';
+import { Broker } from '../support/broker.js';
+import { ENGINES, typeOrmOptions } from '../support/databases.js';
+import { unique, waitFor } from '../support/wait.js';
+
+@Entity('test_batch_effects')
+class BatchEffect {
+  @PrimaryGeneratedColumn() id!: number;
+  @Column({ type: 'varchar', length: 200 }) consumer!: string;
+  @Column({ name: 'event_id', type: 'varchar', length: 200 }) eventId!: string;
+}
+
+function envelope(eventId: string, data: unknown): string {
+  return JSON.stringify({ eventId, eventType: 'Batch.Changed', data, timestamp: new Date().toISOString(), source: 'test' });
+}
+
+/**
+ * Deliveries that are already waiting run as one transaction. Each test fills the queue while
+ * no consumer is attached, then starts one, so the first deliveries arrive together.
+ */
+describe.each(ENGINES)('batched deliveries on %s', (engine) => {
+  const consumer = unique('Batch.onChanged');
+  const runs: Array<{ eventId: string; attempt: number; manager: EntityManager }> = [];
+  const behaviour = new Map<string, 'fail' | 'swallow-db-error'>();
+  const typeorm = typeOrmOptions(engine, [BatchEffect]);
+  let broker: Broker;
+  let app: TestApp | undefined;
+  let service: string;
+  let exchange: string;
+
+  @Injectable()
+  class Projection {
+    @OnEvent('Batch.Changed', { consumer, retry: { attempts: 2, delays: ['50ms'] } })
+    async onChanged(_data: unknown, ctx: EventContext) {
+      runs.push({ eventId: ctx.eventId, attempt: ctx.attempt, manager: ctx.manager });
+      await ctx.manager.insert(BatchEffect, { consumer, eventId: ctx.eventId });
+      const mode = behaviour.get(ctx.eventId);
+      if (mode === 'fail') throw new Error(`event ${ctx.eventId} cannot be applied`);
+      if (mode === 'swallow-db-error') await ctx.manager.query('SELECT * FROM no_such_table_here').catch(() => undefined);
+    }
+  }
+
+  const start = () => startApp({ engine, providers: [Projection], entities: [BatchEffect], typeorm, service, exchange, keepTopology: true });
+
+  beforeAll(async () => {
+    broker = await Broker.connect();
+    service = unique('svc');
+    exchange = unique('ex');
+    // Declare the queue and its bindings, then leave it without a consumer.
+    const first = await start();
+    service = first.service;
+    await first.close();
+  });
+
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+  });
+
+  afterAll(async () => {
+    const cleaner = await start();
+    await cleaner.dataSource.getRepository(BatchEffect).delete({ consumer });
+    await cleaner.dataSource.getRepository(SyncProcessedEvent).delete({ consumer });
+    await cleaner.close();
+    const queue = `${service}.${consumer}`;
+    await broker.deleteQueues(queue, deadLetterQueueName(queue), `${queue}.retry.50`);
+    await broker.deleteExchange(exchange);
+    await broker.close();
+    typeorm.cleanup();
+  });
+
+  it('applies each event once, retries a failing one alone, and commits its neighbours', async () => {
+    const ids = Array.from({ length: 30 }, (_, i) => `${unique('evt')}-${i}`);
+    const failing = ids[9];
+    behaviour.set(failing, 'fail');
+    // One id twice in the same window: the second copy is a duplicate.
+    for (const id of [...ids, ids[3]]) await broker.publishRaw(exchange, 'Batch.Changed', envelope(id, { id }));
+    runs.length = 0;
+    app = await start();
+
+    const [dead] = await broker.takeAll(deadLetterQueueName(`${service}.${consumer}`), 1);
+    await waitFor(() => app!.metrics.snapshot(consumer).handled === ids.length - 1, { what: '29 events handled' });
+    expect(JSON.parse(dead.content.toString()).eventId).toBe(failing);
+    expect(dead.properties.headers?.[SYNC_HEADERS.attempts]).toBe(2);
+    expect(dead.properties.headers?.[SYNC_HEADERS.reason]).toBe('exhausted');
+
+    // The failing event ran once per attempt, never more.
+    expect(runs.filter((run) => run.eventId === failing).map((run) => run.attempt)).toEqual([1, 2]);
+    // Effects: one per healthy event, none from the failing one.
+    const effects = await app.dataSource.getRepository(BatchEffect).findBy({ consumer, eventId: In(ids) });
+    expect(effects.map((effect) => effect.eventId).sort()).toEqual(ids.filter((id) => id !== failing).sort());
+    expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer, eventId: In(ids) })).toBe(ids.length - 1);
+    expect(app.metrics.snapshot(consumer)).toMatchObject({ handled: 29, duplicates: 1, retried: 1, deadLettered: 1 });
+    // They did run in shared transactions: fewer transactions than events.
+    const managers = new Set(runs.filter((run) => run.eventId !== failing).map((run) => run.manager));
+    expect(managers.size).toBeLessThan(ids.length - 1);
+  });
+
+  if (engine === 'postgres') {
+    it('falls back to one transaction per event when a handler swallows a database error, and retries only that event', async () => {
+      const ids = Array.from({ length: 12 }, (_, i) => `${unique('evt')}-${i}`);
+      const swallowing = ids[4];
+      behaviour.set(swallowing, 'swallow-db-error');
+      for (const id of ids) await broker.publishRaw(exchange, 'Batch.Changed', envelope(id, { id }));
+      runs.length = 0;
+      app = await start();
+
+      const [dead] = await broker.takeAll(deadLetterQueueName(`${service}.${consumer}`), 1);
+      await waitFor(() => app!.metrics.snapshot(consumer).handled === ids.length - 1, { what: '11 events handled' });
+      expect(JSON.parse(dead.content.toString()).eventId).toBe(swallowing);
+      expect(dead.properties.headers?.[SYNC_HEADERS.errorName]).toBe('AbortedTransactionError');
+      const effects = await app.dataSource.getRepository(BatchEffect).findBy({ consumer, eventId: In(ids) });
+      expect(effects.map((effect) => effect.eventId).sort()).toEqual(ids.filter((id) => id !== swallowing).sort());
+    });
+  }
+});
