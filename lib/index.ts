@@ -15,8 +15,10 @@ export { HEADER as SYNC_HEADERS, DEFAULT_EXCHANGE, DEFAULT_RETRY } from './sync.
 export {
   SyncProcessedEvent,
   SyncOutboxMessage,
+  SyncKeyOffset,
   CreateSyncProcessedEvents1764115200000,
   CreateSyncOutbox1764201600000,
+  CreateSyncKeyOffsets1764288000000,
   SYNC_ENTITIES,
   SYNC_MIGRATIONS,
 } from './persistence/index.js';

@@ -19,6 +19,8 @@ export interface SyncCounters {
   malformed: number;
   /** Events that arrived through a binding the handler no longer subscribes to (binding removed, acked). */
   unsubscribed: number;
+  /** Events skipped by `ordering: 'key'` because their sequence was not newer than the last applied. */
+  stale: number;
   /** Events written to the outbox (in a transaction that may still roll back). */
   outboxWritten: number;
   /** Outbox rows the relay published and the broker confirmed. */
@@ -53,5 +55,5 @@ export class SyncMetrics {
 }
 
 function emptyCounters(): SyncCounters {
-  return { published: 0, unroutable: 0, publishFailed: 0, handled: 0, duplicates: 0, retried: 0, deadLettered: 0, malformed: 0, unsubscribed: 0, outboxWritten: 0, outboxRelayed: 0, outboxRelayFailed: 0 };
+  return { published: 0, unroutable: 0, publishFailed: 0, handled: 0, duplicates: 0, retried: 0, deadLettered: 0, malformed: 0, unsubscribed: 0, stale: 0, outboxWritten: 0, outboxRelayed: 0, outboxRelayFailed: 0 };
 }

@@ -13,6 +13,8 @@ export interface ConsumerDefinition {
   concurrency: number;
   /** Waiting deliveries run together in one transaction, at most this many. */
   batchSize: number;
+  /** `key`: skip events whose sequence is not newer than the last one applied for their key. */
+  ordering?: 'key';
   /** Where it came from, for logs and errors (`CustomerProjection.onUserCreated`). */
   label: string;
   handler: EventHandler;

@@ -22,6 +22,14 @@ export class EventContext {
   readonly headers: Readonly<Record<string, unknown>>;
   /** The handler's consumer name. */
   readonly consumer: string;
+  /**
+   * With `ordering: 'key'`: true when sequences of this key were skipped since the last one
+   * applied (events lost, or still on their way and now stale). Last writer wins; a handler that
+   * needs every step can reload the state here.
+   */
+  readonly gap: boolean;
+  /** With `ordering: 'key'`: the sequence applied before this one, if any. */
+  readonly previousSequence?: number;
 
   constructor(
     event: IncomingEvent,
@@ -29,7 +37,10 @@ export class EventContext {
     readonly manager: EntityManager,
     /** The raw AMQP message, for what the envelope does not carry. */
     readonly message: ConsumeMessage,
+    order: { gap: boolean; previousSequence?: number } = { gap: false },
   ) {
+    this.gap = order.gap;
+    this.previousSequence = order.previousSequence;
     this.eventId = event.eventId;
     this.eventType = event.eventType;
     this.key = event.key;

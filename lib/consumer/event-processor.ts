@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
+import type { EntityManager } from 'typeorm';
 import { AbortedTransactionError } from '../errors/aborted-transaction.error.js';
 import { NonRetryableError } from '../errors/non-retryable.error.js';
 import type { SyncOutbox } from '../outbox/sync-outbox.js';
@@ -44,6 +45,12 @@ export class EventProcessor {
           message: `${definition.label} subscribes to ${definition.eventTypes.join(', ')}, not ${event.eventType}`,
         }, describe(event));
       }
+      if (definition.ordering === 'key' && !isOrdered(event)) {
+        return await this.deadLetter(channel, message, definition, 'unordered', event.attempt, {
+          name: 'UnorderedEvent',
+          message: `${definition.label} has ordering: 'key', but the event has no ${event.key === undefined ? 'key' : 'sequence'}: publish it with { key, sequence }`,
+        }, describe(event));
+      }
       await this.handle(channel, message, definition, event);
     } catch (error) {
       // Only settling itself can land here (the broker went away mid-publish): give the
@@ -68,7 +75,7 @@ export class EventProcessor {
     const batch: Array<{ message: ConsumeMessage; event: IncomingEvent }> = [];
     for (const message of messages) {
       const parsed = parseMessage(message);
-      if (parsed.ok && definition.eventTypes.includes(parsed.event.eventType)) {
+      if (parsed.ok && definition.eventTypes.includes(parsed.event.eventType) && (definition.ordering !== 'key' || isOrdered(parsed.event))) {
         this.warnOnForeignId(parsed.event, definition);
         batch.push({ message, event: parsed.event });
       } else {
@@ -83,25 +90,24 @@ export class EventProcessor {
       for (const { message, event } of batch) await this.handle(channel, message, definition, event);
       return;
     }
-    let outcome: { isNew: boolean[]; result: number };
+    let outcome: { isNew: boolean[]; result: Run[] };
     try {
       outcome = await this.inbox.runBatch(
         definition.consumer,
         batch.map(({ event }) => event.eventId),
         async (manager, isNew) => {
-          let written = 0;
+          const runs: Run[] = [];
           for (const [index, { message, event }] of batch.entries()) {
             if (!isNew[index]) continue;
             try {
-              const run = await this.outbox.runHandler(manager, () => definition.handler(event.data, new EventContext(event, definition.consumer, manager, message)));
-              written += run.written;
+              runs[index] = await this.run(manager, definition, event, message);
             } catch (error) {
               // A lock conflict re-runs the whole batch; an aborted transaction is not this handler's doing.
               if (isTransientConflict(this.inbox.dialect, error) || isAbortedTransaction(error)) throw error;
               throw new BatchMemberFailed(index, error);
             }
           }
-          return written;
+          return runs;
         },
       );
     } catch (error) {
@@ -121,9 +127,9 @@ export class EventProcessor {
     }
     for (const [index, { message, event }] of batch.entries()) {
       this.settler.ack(channel, message);
-      this.countOutcome(outcome.isNew[index] ? 'processed' : 'duplicate', event, definition);
+      this.countOutcome(outcome.isNew[index] ? outcome.result[index] : 'duplicate', event, definition);
     }
-    if (outcome.result > 0) this.outbox.wake();
+    if (outcome.result.some((run) => run?.written > 0)) this.outbox.wake();
   }
 
   /** `handle` as `process` runs it: a failure to settle requeues instead of throwing. */
@@ -158,21 +164,41 @@ export class EventProcessor {
     let outcome;
     try {
       // Events the handler publishes are written to the outbox in its transaction: a failed run publishes nothing.
-      outcome = await this.inbox.runOnce(definition.consumer, event.eventId, (manager) =>
-        this.outbox.runHandler(manager, () => definition.handler(event.data, new EventContext(event, definition.consumer, manager, message))),
-      );
+      outcome = await this.inbox.runOnce(definition.consumer, event.eventId, (manager) => this.run(manager, definition, event, message));
     } catch (error) {
       return this.onFailure(channel, message, definition, event, error);
     }
     this.settler.ack(channel, message);
     if (outcome.status === 'processed' && outcome.result.written > 0) this.outbox.wake();
-    this.countOutcome(outcome.status, event, definition);
+    this.countOutcome(outcome.status === 'processed' ? outcome.result : 'duplicate', event, definition);
   }
 
-  private countOutcome(status: 'processed' | 'duplicate', event: IncomingEvent, definition: ConsumerDefinition): void {
-    if (status === 'duplicate') {
+  /**
+   * In the event's transaction: the stale-event guard (with `ordering: 'key'`), then the
+   * handler, whose publishes join the transaction through the outbox.
+   */
+  private async run(manager: EntityManager, definition: ConsumerDefinition, event: IncomingEvent, message: ConsumeMessage): Promise<Run> {
+    let order: { gap: boolean; previousSequence?: number } = { gap: false };
+    if (definition.ordering === 'key') {
+      const advanced = await this.inbox.advanceSequence(manager, definition.consumer, event.key!, event.sequence!);
+      if (advanced.stale) return { stale: true, previous: advanced.previous ?? undefined, written: 0 };
+      const previous = advanced.previous ?? undefined;
+      order = { gap: previous !== undefined && event.sequence! > previous + 1, previousSequence: previous };
+    }
+    const context = new EventContext(event, definition.consumer, manager, message, order);
+    const { written } = await this.outbox.runHandler(manager, () => definition.handler(event.data, context));
+    return { stale: false, written };
+  }
+
+  private countOutcome(run: Run | 'duplicate', event: IncomingEvent, definition: ConsumerDefinition): void {
+    if (run === 'duplicate') {
       this.metrics.increment('duplicates', definition.consumer);
       this.logger.log(`${describe(event)} -> ${definition.label}: duplicate, already processed; acked and skipped`);
+    } else if (run.stale) {
+      this.metrics.increment('stale', definition.consumer);
+      this.logger.log(
+        `${describe(event)} -> ${definition.label}: stale, sequence ${event.sequence} of key "${event.key}" is not newer than ${run.previous}, the last applied; acked and skipped`,
+      );
     } else {
       this.metrics.increment('handled', definition.consumer);
       this.logger.debug(`${describe(event)} -> ${definition.label}: handled on attempt ${event.attempt}; acked`);
@@ -250,4 +276,12 @@ function isAbortedTransaction(error: unknown): boolean {
   if (error instanceof AbortedTransactionError) return true;
   const driverError = (error as { driverError?: { code?: string } } | undefined)?.driverError ?? (error as { code?: string } | undefined);
   return driverError?.code === '25P02';
+}
+
+/** What one handler run did: skipped as stale, or ran and wrote `written` outbox rows. */
+type Run = { stale: true; previous?: number; written: 0 } | { stale: false; written: number };
+
+/** An event the stale-event guard can place: it has a key and a positive integer sequence. */
+function isOrdered(event: IncomingEvent): boolean {
+  return event.key !== undefined && event.key !== '' && event.sequence !== undefined && Number.isSafeInteger(event.sequence) && event.sequence > 0;
 }

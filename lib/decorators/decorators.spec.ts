@@ -22,6 +22,9 @@ describe('@OnEvent', () => {
     [() => OnEvent('X', { consumer: 'has space' }), /consumer/],
     [() => OnEvent('X', { concurrency: 0 }), /concurrency/],
     [() => OnEvent('X', { retry: { attempts: 3 } }), /retry.delays/],
+    [() => OnEvent('X', { batchSize: 0 }), /batchSize/],
+    [() => OnEvent('X', { ordering: 'global' as never }), /ordering must be 'key'/],
+    [() => PublishesEvent('X', { sequence: 3 as never }), /sequence must be a function/],
   ])('fails when applied wrongly (%#)', (apply, message) => {
     expect(apply).toThrow(InvalidDecoratorUsageError);
     expect(apply).toThrow(message);

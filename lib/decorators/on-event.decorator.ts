@@ -37,6 +37,9 @@ function validateOptions(options: OnEventOptions): void {
   if (options.batchSize !== undefined && (!Number.isInteger(options.batchSize) || options.batchSize < 1 || options.batchSize > 1000)) {
     throw new InvalidDecoratorUsageError(`@OnEvent option batchSize must be an integer from 1 to 1000 (got ${JSON.stringify(options.batchSize)}).`);
   }
+  if (options.ordering !== undefined && options.ordering !== 'key') {
+    throw new InvalidDecoratorUsageError(`@OnEvent option ordering must be 'key' (got ${JSON.stringify(options.ordering)}).`);
+  }
   if (options.retry !== undefined) {
     try {
       resolveRetryPolicy(options.retry, 'retry');

@@ -31,6 +31,9 @@ export function PublishesEvent<TResult = any, TArgs extends unknown[] = any[]>(
   if (options.key !== undefined && typeof options.key !== 'function') {
     throw new InvalidDecoratorUsageError('@PublishesEvent option key must be a function of the result, e.g. { key: (user) => user.id }.');
   }
+  if (options.sequence !== undefined && typeof options.sequence !== 'function') {
+    throw new InvalidDecoratorUsageError('@PublishesEvent option sequence must be a function of the result, e.g. { sequence: (user) => user.version }.');
+  }
   if (options.map !== undefined && typeof options.map !== 'function') {
     throw new InvalidDecoratorUsageError('@PublishesEvent option map must be a function (result, args) => data.');
   }

@@ -53,6 +53,7 @@ export class SyncExplorer {
           retry: onEvent.options.retry === undefined ? options.retry : resolveRetryPolicy(onEvent.options.retry, `${label} retry`),
           concurrency: onEvent.options.concurrency ?? DEFAULT_CONCURRENCY,
           batchSize: onEvent.options.batchSize ?? options.batchSize,
+          ordering: onEvent.options.ordering,
           label,
           handler: this.wrap(wrapper.instance as object, methodName),
         });

@@ -13,6 +13,13 @@ export interface OnEventOptions {
    * `batchSize`.
    */
   batchSize?: number;
+  /**
+   * `'key'`: a stale-event guard. The last applied `sequence` per event key is stored in
+   * `sync_key_offsets` in the handler's transaction; an event whose sequence is not newer is
+   * acked and skipped (counted as `stale`), and one after a gap runs with `ctx.gap` set. An
+   * event without a key or sequence is dead-lettered (`sync-reason: unordered`).
+   */
+  ordering?: 'key';
 }
 
 export interface OnEventMetadata {

@@ -1,6 +1,7 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import { AbortedTransactionError } from '../errors/aborted-transaction.error.js';
 import { type Dialect, isTransientConflict, isUniqueViolation, tableOf } from './dialect.js';
+import { SyncKeyOffset } from './entities/sync-key-offset.entity.js';
 import { SyncProcessedEvent } from './entities/sync-processed-event.entity.js';
 import type { TransactionGate } from './transaction-gate.js';
 
@@ -19,11 +20,34 @@ export class InboxStore {
   readonly dialect: Dialect;
   private readonly dataSource: DataSource;
   private readonly table: string;
+  private readonly offsets: string;
 
   constructor(private readonly gate: TransactionGate) {
     this.dialect = gate.dialect;
     this.dataSource = gate.dataSource;
     this.table = tableOf(gate.dataSource, SyncProcessedEvent, 'sync_processed_events');
+    this.offsets = tableOf(gate.dataSource, SyncKeyOffset, 'sync_key_offsets');
+  }
+
+  /**
+   * The stale-event guard, inside the handler's transaction: locks the key's offset row (creating
+   * it the first time), and either records `sequence` as the last applied or reports the event
+   * stale. Two consumers racing on one key wait on the row lock, so they apply in turn.
+   */
+  async advanceSequence(manager: EntityManager, consumer: string, key: string, sequence: number): Promise<{ stale: boolean; previous: number | null }> {
+    const [c, k, s] = this.dialect === 'postgres' ? ['$1', '$2', '$3'] : ['?', '?', '?'];
+    const ensure =
+      this.dialect === 'mysql'
+        ? `INSERT INTO ${this.offsets} (consumer, event_key, sequence) VALUES (?, ?, NULL) ON DUPLICATE KEY UPDATE consumer = consumer`
+        : `INSERT INTO ${this.offsets} (consumer, event_key, sequence) VALUES (${c}, ${k}, NULL) ON CONFLICT DO NOTHING`;
+    await manager.query(ensure, [consumer, key]);
+    const lock = this.dialect === 'sqlite' ? '' : ' FOR UPDATE';
+    const rows: Array<{ sequence: string | number | null }> = await manager.query(`SELECT sequence FROM ${this.offsets} WHERE consumer = ${c} AND event_key = ${k}${lock}`, [consumer, key]);
+    const previous = rows[0]?.sequence === null || rows[0]?.sequence === undefined ? null : Number(rows[0].sequence);
+    if (previous !== null && sequence <= previous) return { stale: true, previous };
+    const now = this.dialect === 'mysql' ? 'CURRENT_TIMESTAMP(6)' : 'CURRENT_TIMESTAMP';
+    await manager.query(`UPDATE ${this.offsets} SET sequence = ${s}, updated_at = ${now} WHERE consumer = ${c} AND event_key = ${k}`, this.dialect === 'postgres' ? [consumer, key, sequence] : [sequence, consumer, key]);
+    return { stale: false, previous };
   }
 
   runOnce<T>(consumer: string, eventId: string, work: (manager: EntityManager) => Promise<T>): Promise<InboxOutcome<T>> {

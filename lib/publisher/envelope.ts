@@ -14,6 +14,7 @@ export function buildEnvelope<T>(source: string, eventType: string, data: T, opt
     source,
   };
   if (options.key !== undefined) envelope.key = String(options.key);
+  if (options.sequence !== undefined) envelope.sequence = assertSequence(options.sequence, eventType);
   if (options.correlationId !== undefined) envelope.correlationId = options.correlationId;
   if (options.causationId !== undefined) envelope.causationId = options.causationId;
   return envelope;
@@ -45,4 +46,12 @@ export function envelopeJson(envelope: SyncEvent): string {
   } catch (error) {
     throw new InvalidEventDataError(envelope.eventType, error);
   }
+}
+
+/** A sequence is a positive safe integer; anything else would compare wrongly at the consumer. */
+function assertSequence(sequence: unknown, eventType: string): number {
+  if (typeof sequence !== 'number' || !Number.isSafeInteger(sequence) || sequence < 1) {
+    throw new InvalidEventDataError(eventType, new Error(`sequence must be a positive integer (got ${JSON.stringify(sequence)})`));
+  }
+  return sequence;
 }

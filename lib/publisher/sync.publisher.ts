@@ -61,7 +61,8 @@ export class SyncPublisher implements EventEmitterPort {
     const { eventType, options } = metadata;
     const data = options.map ? options.map(result, args) : result;
     const key = options.key?.(result, args);
-    return this.publish(eventType, data, { key: key === undefined || key === null ? undefined : String(key) });
+    const sequence = options.sequence?.(result, args);
+    return this.publish(eventType, data, { key: key === undefined || key === null ? undefined : String(key), sequence: sequence ?? undefined });
   }
 
   /** @internal A sync method's publish runs on after it returned: log its failure, and let shutdown wait for it. */

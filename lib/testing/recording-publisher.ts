@@ -41,8 +41,9 @@ export class RecordingPublisher implements EventEmitterPort {
 
   publishResult(metadata: PublishesEventMetadata, result: unknown, args: unknown[]): Promise<unknown> {
     const key = metadata.options.key?.(result, args);
+    const sequence = metadata.options.sequence?.(result, args);
     const data = metadata.options.map ? metadata.options.map(result, args) : result;
-    return this.publish(metadata.eventType, data, { key: key === undefined ? undefined : String(key) });
+    return this.publish(metadata.eventType, data, { key: key === undefined ? undefined : String(key), sequence: sequence ?? undefined });
   }
 
   track(pending: Promise<unknown>): void {

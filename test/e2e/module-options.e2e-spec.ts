@@ -293,7 +293,7 @@ async function freshDatabase(engine: Engine): Promise<{ options: DataSourceOptio
 }
 
 describe.each(ENGINES)('SYNC_MIGRATIONS on %s', (engine) => {
-  it('creates the dedupe and outbox tables, matching the entities, and reverts them', async () => {
+  it('creates the dedupe, outbox and key-offset tables, matching the entities, and reverts them', async () => {
     const database = await freshDatabase(engine);
     const dataSource = new DataSource({ ...database.options, entities: SYNC_ENTITIES, migrations: SYNC_MIGRATIONS, synchronize: false, logging: false } as DataSourceOptions);
     try {
@@ -303,7 +303,8 @@ describe.each(ENGINES)('SYNC_MIGRATIONS on %s', (engine) => {
         expect(await runner.hasTable('sync_processed_events')).toBe(false);
 
         const ran = await dataSource.runMigrations();
-        expect(ran.map((migration) => migration.name)).toEqual(['CreateSyncProcessedEvents1764115200000', 'CreateSyncOutbox1764201600000']);
+        expect(ran.map((migration) => migration.name)).toEqual(['CreateSyncProcessedEvents1764115200000', 'CreateSyncOutbox1764201600000', 'CreateSyncKeyOffsets1764288000000']);
+        expect((await runner.getTable('sync_key_offsets'))?.primaryColumns.map((column) => column.name).sort()).toEqual(['consumer', 'event_key']);
         const table = await runner.getTable('sync_processed_events');
         expect(table?.primaryColumns.map((column) => column.name).sort()).toEqual(['consumer', 'event_id']);
         const outboxTable = await runner.getTable('sync_outbox');
@@ -323,6 +324,8 @@ describe.each(ENGINES)('SYNC_MIGRATIONS on %s', (engine) => {
         const drift = await dataSource.driver.createSchemaBuilder().log();
         expect(drift.upQueries.map((query) => query.query)).toEqual([]);
 
+        await dataSource.undoLastMigration();
+        expect(await runner.hasTable('sync_key_offsets')).toBe(false);
         await dataSource.undoLastMigration();
         expect(await runner.hasTable('sync_outbox')).toBe(false);
         await dataSource.undoLastMigration();
