@@ -1,0 +1,62 @@
+/**
+ * Scenarios (d), (e) and (f), consuming: this library. An `@OnEvent` handler upserts the user
+ * through `ctx.manager`, the transaction that also inserts the dedupe row; the library acks
+ * after the commit and sends a failed event to its retry tier. PostgreSQL for d and f, SQLite for e.
+ */
+import 'reflect-metadata';
+import { createRequire } from 'node:module';
+import { Injectable, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
+import { type EventContext, OnEvent, SyncModule } from 'nestjs-event-sync';
+import { EntitySchema } from 'typeorm';
+import { type UserEvent, type UserRow, userRow, usersEntityOptions } from './runtime/events.js';
+import { type DatabaseConfig, EVENT_TYPE } from './runtime/protocol.js';
+import { consumerTracker, serveConsumer } from './runtime/roles.js';
+import { PlannedFailure } from './runtime/tracker.js';
+import { launch, workerConfig } from './runtime/worker.js';
+
+const config = workerConfig();
+const tracker = consumerTracker(config, createRequire(import.meta.url));
+const Users = new EntitySchema<UserRow>(usersEntityOptions(config.usersTable, config.database.type));
+
+@Injectable()
+class UsersProjection {
+  @OnEvent(EVENT_TYPE, { consumer: config.consumerName, concurrency: config.concurrency })
+  async onUserUpserted(user: UserEvent, ctx: EventContext): Promise<void> {
+    const fail = tracker.start(ctx.message, user);
+    await ctx.manager.upsert(Users, userRow(user), ['id']);
+    if (fail) throw new PlannedFailure(user.seq);
+    tracker.succeed(ctx.message);
+  }
+}
+
+@Module({
+  imports: [
+    TypeOrmModule.forRoot(typeOrmOptions(config.database, [Users], config.poolSize)),
+    SyncModule.forRoot({
+      service: config.service!,
+      url: config.amqpUrl,
+      exchange: config.exchange,
+      prefetch: config.prefetch,
+      retry: { attempts: 3, delays: [config.retryDelayMs] },
+    }),
+  ],
+  providers: [UsersProjection],
+})
+class ConsumerModule {}
+
+function typeOrmOptions(database: DatabaseConfig, entities: Function[] | EntitySchema[], poolSize: number): TypeOrmModuleOptions {
+  const common = { entities, autoLoadEntities: true, synchronize: false, logging: false } as const;
+  return database.type === 'postgres'
+    ? { type: 'postgres', url: database.url, schema: database.schema, poolSize, ...common }
+    : { type: 'better-sqlite3', database: database.path, ...common };
+}
+
+async function main(): Promise<void> {
+  const app = await NestFactory.createApplicationContext(ConsumerModule, { logger: config.logLevels });
+  await app.init();
+  serveConsumer(config, tracker, () => app.close(), { concurrency: String(config.concurrency), prefetch: String(config.prefetch) });
+}
+
+launch(main);

@@ -1,0 +1,55 @@
+/**
+ * Scenarios (d), (e) and (f), publishing: this library's `SyncPublisher.publish()`, which
+ * resolves on the broker's confirm. Scenario (f) publishes through the outbox instead.
+ */
+import 'reflect-metadata';
+import { Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { SyncModule, SyncPublisher } from 'nestjs-event-sync';
+import type { EntityManager } from 'typeorm';
+import type { UserEvent } from './runtime/events.js';
+import { EVENT_TYPE } from './runtime/protocol.js';
+import type { PublishOne } from './runtime/publishing.js';
+import { servePublisher } from './runtime/roles.js';
+import { launch, workerConfig } from './runtime/worker.js';
+
+const config = workerConfig();
+const database = config.publisherDatabase ?? config.database;
+if (database.type !== 'postgres') throw new Error('the publishing service of scenarios d-f uses PostgreSQL');
+
+@Module({
+  imports: [
+    TypeOrmModule.forRoot({ type: 'postgres', url: database.url, schema: database.schema, autoLoadEntities: true, synchronize: false, poolSize: config.poolSize, logging: false }),
+    SyncModule.forRoot({ service: `${config.service!}-publisher`, url: config.amqpUrl, exchange: config.exchange }),
+  ],
+})
+class PublisherModule {}
+
+/**
+ * ---- Outbox hook (scenario f) ----
+ * `SyncPublisher.transaction(work)` is the outbox API: `work(manager)` runs in a database
+ * transaction, and what it publishes is stored in the outbox table in that same transaction
+ * and relayed to RabbitMQ after the commit. Scenario f runs only when the built library has it.
+ */
+interface OutboxPublisher {
+  transaction<T>(work: (manager: EntityManager) => Promise<T>): Promise<T>;
+}
+
+function hasOutbox(publisher: unknown): publisher is OutboxPublisher {
+  return typeof (publisher as Partial<OutboxPublisher>).transaction === 'function';
+}
+
+async function main(): Promise<void> {
+  const app = await NestFactory.createApplicationContext(PublisherModule, { logger: config.logLevels });
+  await app.init();
+  const publisher = app.get(SyncPublisher);
+  let publishOne: PublishOne = (event: UserEvent) => publisher.publish(EVENT_TYPE, event, { key: event.id });
+  if (config.scenario === 'f') {
+    if (!hasOutbox(publisher)) throw new Error('SyncPublisher.prototype.transaction does not exist: the outbox is not available in this build');
+    publishOne = (event: UserEvent) => publisher.transaction(async (_manager) => publisher.publish(EVENT_TYPE, event, { key: event.id }));
+  }
+  servePublisher(publishOne, () => app.close());
+}
+
+launch(main);

@@ -1,0 +1,192 @@
+import { now } from './clock.js';
+import type { Expectation, ExpectationResult, LatencySummary, Progress } from './protocol.js';
+
+/** What the handler learned about a message, kept on the message object until its ack. */
+interface Mark {
+  seq: number;
+  sentAt: number;
+  firstRun: boolean;
+  ok: boolean;
+}
+
+interface Active extends Expectation {
+  done: Uint8Array;
+  doneCount: number;
+  started: number;
+  failed: Set<number>;
+  firstStartAt: number;
+  lastAckAt: number;
+  lastHealthyAckAt: number;
+  /** Latencies of every `sampleEvery`-th event (all of them up to MAX_LATENCY_SAMPLES), in fixed memory. */
+  sampleEvery: number;
+  startLatencies: Samples;
+  ackLatencies: Samples;
+  waiters: Array<(result: ExpectationResult) => void>;
+}
+
+/** The parts of an amqplib channel prototype the tracker wraps. */
+export interface ChannelPrototype {
+  ack(message: any, allUpTo?: boolean): unknown;
+  consume(queue: string, ...rest: any[]): unknown;
+}
+
+export interface TrackedMessage {
+  content: Buffer;
+}
+
+const MARK = Symbol('bench-mark');
+/** Bounds the tracker's own memory, which a soak would otherwise count as the consumer's growth. */
+const MAX_LATENCY_SAMPLES = 20_000;
+
+class Samples {
+  private readonly values: Float64Array;
+  private size = 0;
+
+  constructor(capacity: number) {
+    this.values = new Float64Array(capacity);
+  }
+
+  push(value: number): void {
+    if (this.size < this.values.length) this.values[this.size++] = value;
+  }
+
+  summary(): LatencySummary {
+    const sorted = this.values.slice(0, this.size).sort();
+    const n = sorted.length;
+    const rank = (q: number) => (n === 0 ? NaN : sorted[Math.min(n - 1, Math.max(0, Math.ceil(q * n) - 1))]);
+    const mean = n === 0 ? NaN : sorted.reduce((sum, value) => sum + value, 0) / n;
+    return { n, p50: rank(0.5), p99: rank(0.99), max: n === 0 ? NaN : sorted[n - 1], mean };
+  }
+}
+
+/**
+ * Counts the events a consumer handled and acked, whatever the client. The handler calls
+ * `start` (and `succeed` once its work is done) with the message object the client gave it;
+ * the ack is seen by wrapping amqplib's `Channel.prototype.ack`, which every scenario's client
+ * ends in. An event counts once its successful run is acked: for this library, after the
+ * transaction committed; a run that failed (and was sent to a retry tier) does not count.
+ */
+export class Tracker {
+  private active?: Active;
+  private consumeStartedAt?: number;
+  private bodyBytes?: number;
+
+  constructor(private readonly queue: string) {}
+
+  /** Wraps amqplib's Channel prototype (the copy the client in this process loads). */
+  instrument(prototype: ChannelPrototype): void {
+    const tracker = this;
+    const { ack, consume } = prototype;
+    prototype.ack = function (this: unknown, message: any, allUpTo?: boolean) {
+      const result = ack.call(this, message, allUpTo);
+      if (message && message[MARK]) tracker.acked(message[MARK] as Mark);
+      return result;
+    };
+    prototype.consume = function (this: unknown, queue: string, ...rest: any[]) {
+      if (queue === tracker.queue && tracker.consumeStartedAt === undefined) tracker.consumeStartedAt = now();
+      return consume.call(this, queue, ...rest);
+    };
+  }
+
+  expect(expectation: Expectation): void {
+    const sampleEvery = Math.max(1, Math.ceil(expectation.count / MAX_LATENCY_SAMPLES));
+    const capacity = expectation.latency ? Math.ceil(expectation.count / sampleEvery) : 0;
+    this.active = {
+      ...expectation,
+      done: new Uint8Array(expectation.count),
+      doneCount: 0,
+      started: 0,
+      failed: new Set(),
+      firstStartAt: 0,
+      lastAckAt: 0,
+      lastHealthyAckAt: 0,
+      sampleEvery,
+      startLatencies: new Samples(capacity),
+      ackLatencies: new Samples(capacity),
+      waiters: [],
+    };
+  }
+
+  /** Resolves once every expected event has been handled and acked. */
+  wait(): Promise<ExpectationResult> {
+    const active = this.active;
+    if (!active) return Promise.reject(new Error('no expectation registered'));
+    if (active.doneCount === active.count) return Promise.resolve(this.result(active));
+    return new Promise((resolve) => active.waiters.push(resolve));
+  }
+
+  progress(): Progress {
+    const active = this.active;
+    return { done: active?.doneCount ?? 0, count: active?.count ?? 0, started: active?.started ?? 0 };
+  }
+
+  /** At the start of the handler. Returns true when this run must fail (the planned failures). */
+  start(message: TrackedMessage, event: { seq: number; sentAt: number }): boolean {
+    const at = now();
+    this.bodyBytes ??= message.content.length;
+    const active = this.active;
+    const index = active ? event.seq - active.fromSeq : -1;
+    const inRange = active !== undefined && index >= 0 && index < active.count;
+    const firstRun = !inRange || !active.failed.has(event.seq);
+    (message as any)[MARK] = { seq: event.seq, sentAt: event.sentAt, firstRun, ok: false } satisfies Mark;
+    if (!inRange) return false;
+    if (firstRun) {
+      active.started += 1;
+      if (active.firstStartAt === 0) active.firstStartAt = at;
+      if (active.latency && index % active.sampleEvery === 0) active.startLatencies.push(at - event.sentAt);
+    }
+    if (firstRun && active.failEvery > 0 && event.seq % active.failEvery === 0) {
+      active.failed.add(event.seq);
+      return true;
+    }
+    return false;
+  }
+
+  /** At the end of a successful handler run: its ack will count. */
+  succeed(message: TrackedMessage): void {
+    const mark = (message as any)[MARK] as Mark | undefined;
+    if (mark) mark.ok = true;
+  }
+
+  private acked(mark: Mark): void {
+    const active = this.active;
+    if (!mark.ok || !active) return;
+    const index = mark.seq - active.fromSeq;
+    if (index < 0 || index >= active.count || active.done[index]) return;
+    const at = now();
+    active.done[index] = 1;
+    active.doneCount += 1;
+    active.lastAckAt = at;
+    if (mark.firstRun) {
+      active.lastHealthyAckAt = at;
+      if (active.latency && index % active.sampleEvery === 0) active.ackLatencies.push(at - mark.sentAt);
+    }
+    if (active.doneCount === active.count) {
+      const result = this.result(active);
+      for (const resolve of active.waiters.splice(0)) resolve(result);
+    }
+  }
+
+  private result(active: Active): ExpectationResult {
+    return {
+      count: active.count,
+      healthy: active.count - active.failed.size,
+      retried: active.failed.size,
+      firstStartAt: active.firstStartAt,
+      lastAckAt: active.lastAckAt,
+      lastHealthyAckAt: active.lastHealthyAckAt,
+      consumeStartedAt: this.consumeStartedAt,
+      handlerStart: active.latency ? active.startLatencies.summary() : undefined,
+      ack: active.latency ? active.ackLatencies.summary() : undefined,
+      bodyBytes: this.bodyBytes,
+    };
+  }
+}
+
+/** Thrown by a handler for the planned failures of the failure-cost phase. */
+export class PlannedFailure extends Error {
+  constructor(seq: number) {
+    super(`planned failure of event ${seq} (failure-cost phase)`);
+    this.name = 'PlannedFailure';
+  }
+}
