@@ -19,6 +19,8 @@ export interface BenchOptions {
   prefetch: number;
   /** This library's per-handler `concurrency`. */
   concurrency: number;
+  /** This library's `batchSize`; undefined: its default. */
+  batchSize?: number;
   /** Connections in each consumer's database pool. */
   pool: number;
   /** Failure-cost phase: percentage of events that fail once. */
@@ -46,7 +48,8 @@ export const USAGE = `Usage: npm run bench [-- options]      (npm run bench:smok
   --duration S        latency phase length, seconds (default 10)
   --window N          publishes awaiting a confirm at once (default 1000)
   --prefetch N        prefetch of every consumer (default 50)
-  --concurrency N     this library's per-handler concurrency (default: the prefetch)
+  --concurrency N     this library's per-handler concurrency (default 4)
+  --batch-size N      this library's batchSize (default: the library's default)
   --pool N            database connections per consumer (default 10)
   --fail-pct P        failure-cost phase: % of events that fail once (default 10)
   --retry-delay MS    retry tier delay (default 1000)
@@ -73,7 +76,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     else if (next !== undefined && !next.startsWith('--')) flags.set(name, argv[++i]);
     else flags.set(name, true);
   }
-  const known = new Set(['rounds', 'events', 'scenarios', 'metrics', 'rate', 'duration', 'window', 'prefetch', 'concurrency', 'pool', 'fail-pct', 'retry-delay', 'soak', 'smoke', 'cpu-prof', 'write', 'no-write', 'render']);
+  const known = new Set(['rounds', 'events', 'scenarios', 'metrics', 'rate', 'duration', 'window', 'prefetch', 'concurrency', 'pool', 'fail-pct', 'retry-delay', 'soak', 'smoke', 'cpu-prof', 'write', 'no-write', 'render', 'batch-size']);
   for (const name of flags.keys()) if (!known.has(name)) throw new Error(`unknown option --${name}\n\n${USAGE}`);
 
   const raw = (name: string): string | true | undefined => flags.get(name) ?? env[`BENCH_${name.toUpperCase().replace(/-/g, '_')}`];
@@ -110,7 +113,8 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     rate: number('rate', smoke ? 200 : 1000),
     duration: number('duration', smoke ? 0.5 : 10, 0.1),
     prefetch,
-    concurrency: number('concurrency', prefetch),
+    concurrency: number('concurrency', 4),
+    batchSize: raw('batch-size') === undefined ? undefined : number('batch-size', 1),
     pool: number('pool', 10),
     failPct: number('fail-pct', 10, 0),
     retryDelayMs: number('retry-delay', smoke ? 200 : 1000),

@@ -43,6 +43,8 @@ export interface ScenarioRound {
   rows?: number;
   /** Wall time of each step (s), process starts and stops included. */
   timings: Record<string, number>;
+  /** What the first consumer reported about its settings (for this library: as the library resolved them). */
+  consumerSettings?: Record<string, string>;
   /** 1-minute load average of the machine when the round started (other work on it skews the figures). */
   loadAverage?: number;
   /** RabbitMQ went away during the round (restarted by something else): its figures are void. */
@@ -114,6 +116,7 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
 
     if (want('e2e')) {
       ({ consumer, publisher } = await startPair('e2e'));
+      result.consumerSettings = consumer.info;
       await consumer.request('expect', { fromSeq: seq, count: events, failEvery: 0, latency: false }, 10_000);
       const { published, done } = await timed('e2e', async () => ({
         published: await publisher!.request<PublishResult>('burst', { tag, fromSeq: seq, count: events, window: options.window }, burstTimeout),
@@ -137,6 +140,7 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
         consumer = drainPreload
           ? await timed('start consumers', async () => (await drainPreload).boot())
           : await start('consumer', 'drain', { expect: drainExpectation });
+        result.consumerSettings ??= consumer.info;
         const done = await timed('drain', () => awaitDone(consumer!, awaitTimeout));
         result.drain = rate(events, done.consumeStartedAt ?? done.firstStartAt, done.lastAckAt);
         result.rssMb ??= (await consumer.request<ProcessStats>('stats', undefined, 10_000)).maxRssMb;
@@ -242,6 +246,7 @@ export function spawnWorker(ctx: RunContext, id: ScenarioId, role: 'consumer' | 
     retryDelayMs: options.retryDelayMs,
     prefetch: options.prefetch,
     concurrency: options.concurrency,
+    batchSize: options.batchSize,
     poolSize: options.pool,
     database: ctx.database.config(id),
     publisherDatabase: ctx.database.postgresConfig,

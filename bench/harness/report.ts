@@ -115,6 +115,23 @@ interface Target {
   verdict: (report: RunReport) => string;
 }
 
+/** The handler settings the library itself reported (defaults resolved), e.g. "; as resolved: concurrency 50, batchSize 50". */
+function librarySettings(report: RunReport): string {
+  const settings = report.rounds.find((round) => SCENARIOS[round.scenario].library && round.consumerSettings)?.consumerSettings;
+  if (!settings) return '';
+  return `; as the library resolved them: ${Object.entries(settings).map(([key, value]) => `${key} ${value}`).join(', ')}`;
+}
+
+/** In how many rounds the consumer handled the latency phase at (95 % of) the offered rate; below it, latency is queueing. */
+function keptUp(report: RunReport, id: ScenarioId): string {
+  const rates = okRounds(report, id)
+    .map((round) => round.latency?.consumerRate)
+    .filter((value): value is number => value !== undefined);
+  if (rates.length === 0) return '–';
+  const kept = rates.filter((value) => value >= 0.95 * report.options.rate).length;
+  return `${kept} of ${rates.length} rounds (${rateText(Math.min(...rates))}–${rateText(Math.max(...rates))}/s)`;
+}
+
 function targetLine(spreadValue: Spread | undefined, met: (x: number) => boolean, unit = ratioText): string {
   if (!spreadValue) return 'not measured in this run';
   return `${met(spreadValue.median) ? '**met**' : '**not met**'}: ${cell(spreadValue, unit)}`;
@@ -153,7 +170,7 @@ export function renderRun(report: RunReport): string {
   out.push('### Settings', '');
   out.push(`- ${options.events.toLocaleString('en-US')} events of ~200 bytes of JSON per throughput phase; durable queue, persistent messages, publisher confirms, prefetch ${options.prefetch}, manual acks; publisher and consumer in separate processes; at most ${options.window} publishes awaiting a confirm at once.`);
   out.push(`- Every handler upserts one users row on ${'PostgreSQL'} (SQLite for e) through a pool of ${options.pool} connections.`);
-  out.push(`- nestjs-event-sync: \`SyncModule.forRoot({ prefetch: ${options.prefetch}, retry: { attempts: 3, delays: [${options.retryDelayMs}] } })\`, \`@OnEvent(..., { concurrency: ${options.concurrency} })\` (the per-handler option; default 1).`);
+  out.push(`- nestjs-event-sync: \`SyncModule.forRoot({ prefetch: ${options.prefetch}, retry: { attempts: 3, delays: [${options.retryDelayMs}] }${options.batchSize === undefined ? '' : `, batchSize: ${options.batchSize}`} })\`, \`@OnEvent(..., { concurrency: ${options.concurrency} })\` (the per-handler option; default 1)${librarySettings(report)}.`);
   out.push(`- Nest logger levels of every Nest app: ${LOG_LEVELS.join(', ')}.`);
   out.push(`- Latency: a steady ${options.rate.toLocaleString('en-US')} events/s for ${options.duration} s. A consumer slower than that rate builds a backlog, and its latencies are then mostly time spent queued (seconds rather than milliseconds).`);
   out.push(`- Failure cost: every ${failEvery}th event (${options.failPct} %) fails once after its upsert and goes through a ${options.retryDelayMs} ms retry tier; healthy events/s is the events that never failed over first publish → last of them acked, as a ratio to the same round's e2e (0 % failing).`);
@@ -175,8 +192,16 @@ export function renderRun(report: RunReport): string {
   out.push(`### Latency at ${options.rate.toLocaleString('en-US')} events/s (ms) and consumer memory`, '');
   out.push(
     table(
-      ['scenario', 'publish → handler start p50', 'p99', 'publish → ack p50', 'p99', 'consumer peak RSS (MiB)'],
-      ids.map((id) => [name(id), cell(summary(report, id, 'startP50'), msText), cell(summary(report, id, 'startP99'), msText), cell(summary(report, id, 'ackP50'), msText), cell(summary(report, id, 'ackP99'), msText), cell(summary(report, id, 'rss'), mbText)]),
+      ['scenario', 'publish → handler start p50', 'p99', 'publish → ack p50', 'p99', 'kept up with the rate', 'consumer peak RSS (MiB)'],
+      ids.map((id) => [
+        name(id),
+        cell(summary(report, id, 'startP50'), msText),
+        cell(summary(report, id, 'startP99'), msText),
+        cell(summary(report, id, 'ackP50'), msText),
+        cell(summary(report, id, 'ackP99'), msText),
+        keptUp(report, id),
+        cell(summary(report, id, 'rss'), mbText),
+      ]),
     ),
   );
   out.push('');

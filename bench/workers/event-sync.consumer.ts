@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { Injectable, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
-import { type EventContext, OnEvent, SyncModule } from 'nestjs-event-sync';
+import { type EventContext, OnEvent, SyncModule, SyncServer } from 'nestjs-event-sync';
 import { EntitySchema } from 'typeorm';
 import { type UserEvent, type UserRow, userRow, usersEntityOptions } from './runtime/events.js';
 import { type DatabaseConfig, EVENT_TYPE } from './runtime/protocol.js';
@@ -40,6 +40,7 @@ class UsersProjection {
       exchange: config.exchange,
       prefetch: config.prefetch,
       retry: { attempts: 3, delays: [config.retryDelayMs] },
+      ...(config.batchSize === undefined ? {} : { batchSize: config.batchSize }),
     }),
   ],
   providers: [UsersProjection],
@@ -56,7 +57,10 @@ function typeOrmOptions(database: DatabaseConfig, entities: Function[] | EntityS
 async function main(): Promise<void> {
   const app = await NestFactory.createApplicationContext(ConsumerModule, { logger: config.logLevels });
   await app.init();
-  serveConsumer(config, tracker, () => app.close(), { concurrency: String(config.concurrency), prefetch: String(config.prefetch) });
+  // The settings the library resolved for the handler (defaults included), for the report.
+  const [handler] = app.get(SyncServer).registered as unknown as Array<Record<string, unknown>>;
+  const settings = Object.fromEntries(['concurrency', 'batchSize', 'ordering'].filter((key) => handler?.[key] !== undefined).map((key) => [key, String(handler[key])]));
+  serveConsumer(config, tracker, () => app.close(), { prefetch: String(config.prefetch), ...settings });
 }
 
 launch(main);

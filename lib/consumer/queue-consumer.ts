@@ -146,12 +146,16 @@ export class QueueConsumer {
     this.pump();
   }
 
-  /** Starts runs while there is room: each takes what is waiting on one channel, up to the batch size. */
+  /**
+   * Starts runs while there is room. Each takes an even share of what is waiting on one channel
+   * (up to the batch size), so free runs split a burst instead of the first one taking it all.
+   */
   private pump(): void {
     while (!this.stopped && this.running.size < this.definition.concurrency && this.waiting.length > 0) {
+      const share = Math.min(this.definition.batchSize, Math.ceil(this.waiting.length / (this.definition.concurrency - this.running.size)));
       const { channel, message } = this.waiting.shift()!;
       const messages = [message];
-      while (messages.length < this.definition.batchSize && this.waiting[0]?.channel === channel) messages.push(this.waiting.shift()!.message);
+      while (messages.length < share && this.waiting[0]?.channel === channel) messages.push(this.waiting.shift()!.message);
       this.runningMessages += messages.length;
       const run: Promise<void> = this.processor.processBatch(channel, messages, this.definition).finally(() => {
         this.running.delete(run);

@@ -24,6 +24,8 @@ export interface WorkerConfig {
   prefetch: number;
   /** This library's per-handler `concurrency`. */
   concurrency: number;
+  /** This library's `batchSize` (SyncModule option); undefined: the library's default. */
+  batchSize?: number;
   /** Connections in the database pool of every scenario. */
   poolSize: number;
   /** Where the handler writes (and, for this library, dedupes). */
