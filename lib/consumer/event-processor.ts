@@ -4,7 +4,7 @@ import type { EntityManager } from 'typeorm';
 import { AbortedTransactionError } from '../errors/aborted-transaction.error.js';
 import { NonRetryableError } from '../errors/non-retryable.error.js';
 import type { SyncOutbox } from '../outbox/sync-outbox.js';
-import { isTransientConflict } from '../persistence/dialect.js';
+import { driverErrorOf, isTransientConflict } from '../persistence/dialect.js';
 import type { InboxStore } from '../persistence/inbox.store.js';
 import type { SyncMetrics } from '../sync.metrics.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
@@ -53,12 +53,7 @@ export class EventProcessor {
       }
       await this.handle(channel, message, definition, event);
     } catch (error) {
-      // Only settling itself can land here (the broker went away mid-publish): give the
-      // message back so it is not held until the channel closes.
-      this.logger.error(`Could not settle a message of ${definition.queue}: ${(error as Error).message}; requeued`);
-      this.settler.requeue(channel, message);
-      // A missing retry queue or DLQ: reopening the channel declares the topology again.
-      if (error instanceof CopyReturnedError) channel.close().catch(() => undefined);
+      this.requeueUnsettled(channel, message, definition, error);
     }
   }
 
@@ -116,9 +111,7 @@ export class EventProcessor {
         try {
           await this.onFailure(channel, message, definition, event, error.cause);
         } catch (settleError) {
-          this.logger.error(`Could not settle a message of ${definition.queue}: ${(settleError as Error).message}; requeued`);
-          this.settler.requeue(channel, message);
-          if (settleError instanceof CopyReturnedError) channel.close().catch(() => undefined);
+          this.requeueUnsettled(channel, message, definition, settleError);
         }
         return this.handleBatch(channel, batch.filter((_, index) => index !== error.index), definition);
       }
@@ -137,10 +130,19 @@ export class EventProcessor {
     try {
       await this.handle(channel, message, definition, event);
     } catch (error) {
-      this.logger.error(`Could not settle a message of ${definition.queue}: ${(error as Error).message}; requeued`);
-      this.settler.requeue(channel, message);
-      if (error instanceof CopyReturnedError) channel.close().catch(() => undefined);
+      this.requeueUnsettled(channel, message, definition, error);
     }
+  }
+
+  /**
+   * Only settling itself fails this way (the broker went away mid-publish): give the message
+   * back so it is not held until the channel closes.
+   */
+  private requeueUnsettled(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition, error: unknown): void {
+    this.logger.error(`Could not settle a message of ${definition.queue}: ${(error as Error).message}; requeued`);
+    this.settler.requeue(channel, message);
+    // A missing retry queue or DLQ: reopening the channel declares the topology again.
+    if (error instanceof CopyReturnedError) channel.close().catch(() => undefined);
   }
 
   /**
@@ -274,8 +276,7 @@ class BatchMemberFailed extends Error {
  */
 function isAbortedTransaction(error: unknown): boolean {
   if (error instanceof AbortedTransactionError) return true;
-  const driverError = (error as { driverError?: { code?: string } } | undefined)?.driverError ?? (error as { code?: string } | undefined);
-  return driverError?.code === '25P02';
+  return driverErrorOf(error)?.code === '25P02';
 }
 
 /** What one handler run did: skipped as stale, or ran and wrote `written` outbox rows. */

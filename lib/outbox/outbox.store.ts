@@ -1,6 +1,6 @@
 import type { EntityManager } from 'typeorm';
 import type { SyncEvent } from '../interfaces/sync-event.interface.js';
-import { type Dialect, tableOf } from '../persistence/dialect.js';
+import { type Dialect, driverErrorOf, tableOf, timeAgo } from '../persistence/dialect.js';
 import { SyncOutboxMessage } from '../persistence/entities/sync-outbox-message.entity.js';
 import type { TransactionGate } from '../persistence/transaction-gate.js';
 import { OutboxPayloadTooLargeError } from '../errors/outbox-payload-too-large.error.js';
@@ -119,12 +119,7 @@ export class OutboxStore {
 
   /** Deletes published rows older than the window; returns how many. */
   async prune(olderThanMs: number): Promise<number> {
-    const seconds = Math.floor(olderThanMs / 1000);
-    const before = {
-      postgres: `now() - make_interval(secs => ${seconds})`,
-      mysql: `NOW(6) - INTERVAL ${seconds} SECOND`,
-      sqlite: `datetime('now', '-${seconds} seconds')`,
-    }[this.dialect];
+    const before = timeAgo(this.dialect, olderThanMs);
     return this.gate.run(async () => {
       const runner = this.gate.dataSource.createQueryRunner();
       try {
@@ -152,6 +147,6 @@ export class OutboxStore {
 
 /** MySQL/MariaDB refuse a value longer than its column (TEXT holds 65,535 bytes). */
 function isDataTooLong(error: unknown): boolean {
-  const driverError = (error as { driverError?: { code?: string; errno?: number } })?.driverError ?? (error as { code?: string; errno?: number });
+  const driverError = driverErrorOf(error);
   return driverError?.code === 'ER_DATA_TOO_LONG' || driverError?.errno === 1406;
 }

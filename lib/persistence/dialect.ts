@@ -26,11 +26,17 @@ const UNIQUE_VIOLATION: Record<Dialect, (error: Record<string, unknown>) => bool
   sqlite: (e) => typeof e.code === 'string' && e.code.startsWith('SQLITE_CONSTRAINT'),
 };
 
+/** The driver's own error (its `code`, `errno`) behind TypeORM's QueryFailedError, or the error itself. */
+export function driverErrorOf(error: unknown): Record<string, unknown> | undefined {
+  if (!error || typeof error !== 'object') return undefined;
+  const driverError = (error as { driverError?: unknown }).driverError ?? error;
+  return typeof driverError === 'object' && driverError !== null ? (driverError as Record<string, unknown>) : undefined;
+}
+
 /** True when a query failed because the primary key already exists. */
 export function isUniqueViolation(dialect: Dialect, error: unknown): boolean {
-  if (!error || typeof error !== 'object') return false;
-  const driverError = (error as { driverError?: unknown }).driverError ?? error;
-  return typeof driverError === 'object' && driverError !== null && UNIQUE_VIOLATION[dialect](driverError as Record<string, unknown>);
+  const driverError = driverErrorOf(error);
+  return driverError !== undefined && UNIQUE_VIOLATION[dialect](driverError);
 }
 
 const TRANSIENT_CONFLICT: Record<Dialect, (error: Record<string, unknown>) => boolean> = {
@@ -43,9 +49,8 @@ const TRANSIENT_CONFLICT: Record<Dialect, (error: Record<string, unknown>) => bo
 
 /** True when the database gave up on a transaction because of a lock conflict: running it again is the fix. */
 export function isTransientConflict(dialect: Dialect, error: unknown): boolean {
-  if (!error || typeof error !== 'object') return false;
-  const driverError = (error as { driverError?: unknown }).driverError ?? error;
-  return typeof driverError === 'object' && driverError !== null && TRANSIENT_CONFLICT[dialect](driverError as Record<string, unknown>);
+  const driverError = driverErrorOf(error);
+  return driverError !== undefined && TRANSIENT_CONFLICT[dialect](driverError);
 }
 
 /**
@@ -58,4 +63,14 @@ export function tableOf(dataSource: DataSource, entity: Function, fallback: stri
     .split('.')
     .map((part) => dataSource.driver.escape(part))
     .join('.');
+}
+
+/** SQL for the moment `ms` milliseconds ago, on the database's own clock. */
+export function timeAgo(dialect: Dialect, ms: number): string {
+  const seconds = Math.floor(ms / 1000);
+  return {
+    postgres: `now() - make_interval(secs => ${seconds})`,
+    mysql: `NOW(6) - INTERVAL ${seconds} SECOND`,
+    sqlite: `datetime('now', '-${seconds} seconds')`,
+  }[dialect];
 }

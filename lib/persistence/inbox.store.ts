@@ -1,6 +1,6 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import { AbortedTransactionError } from '../errors/aborted-transaction.error.js';
-import { type Dialect, isTransientConflict, isUniqueViolation, tableOf } from './dialect.js';
+import { type Dialect, isTransientConflict, isUniqueViolation, tableOf, timeAgo } from './dialect.js';
 import { SyncKeyOffset } from './entities/sync-key-offset.entity.js';
 import { SyncProcessedEvent } from './entities/sync-processed-event.entity.js';
 import type { TransactionGate } from './transaction-gate.js';
@@ -158,12 +158,7 @@ export class InboxStore {
 
   /** Deletes dedupe rows older than the retention window; returns how many. */
   async prune(olderThanMs: number): Promise<number> {
-    const seconds = Math.floor(olderThanMs / 1000);
-    const condition = {
-      postgres: `processed_at < now() - make_interval(secs => ${seconds})`,
-      mysql: `processed_at < NOW(6) - INTERVAL ${seconds} SECOND`,
-      sqlite: `processed_at < datetime('now', '-${seconds} seconds')`,
-    }[this.dialect];
+    const condition = `processed_at < ${timeAgo(this.dialect, olderThanMs)}`;
     const result = await this.dataSource.createQueryBuilder().delete().from(SyncProcessedEvent).where(condition).execute();
     return result.affected ?? 0;
   }
