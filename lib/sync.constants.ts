@@ -11,6 +11,16 @@ export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
 export const DEFAULT_RECONNECT_DELAY_MS = 2_000;
 export const DEFAULT_MAX_PENDING_PUBLISHES = 10_000;
 export const DEFAULT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
+/** Deliveries larger than this are dead-lettered unread (`too-large`), and publishes larger are refused. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
+/**
+ * A handler run longer than this fails (and retries). With the default prefetch of 50 and one
+ * run at a time, no delivery waits unacknowledged longer than 25 minutes: under RabbitMQ's
+ * default consumer_timeout of 30 minutes, which would close the channel.
+ */
+export const DEFAULT_HANDLER_TIMEOUT_MS = 30_000;
+/** RabbitMQ's default `consumer_timeout`. */
+export const BROKER_CONSUMER_TIMEOUT_MS = 30 * 60 * 1000;
 export const DEFAULT_PRUNE_INTERVAL_MS = 60 * 60 * 1000;
 export const DEFAULT_OUTBOX = {
   pollIntervalMs: 1_000,

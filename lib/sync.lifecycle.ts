@@ -55,10 +55,10 @@ export class SyncLifecycle implements OnModuleInit, OnApplicationBootstrap, Befo
     if (this.options.outbox.enabled) {
       this.outboxStore = new OutboxStore(gate, this.options.service);
       if (this.options.outbox.relay) this.relay = new OutboxRelay(this.outboxStore, this.client, this.options.outbox, this.metrics);
-      this.outbox.attach(this.outboxStore, this.relay, this.metrics);
+      this.outbox.attach(this.outboxStore, this.relay, this.metrics, this.options.maxMessageBytes);
     }
     this.warnOnSqlite();
-    this.server.usePipeline(new EventProcessor(this.inbox, this.outbox, this.metrics, this.options.exchange));
+    this.server.usePipeline(new EventProcessor(this.inbox, this.outbox, this.metrics, this.options));
   }
 
   async onApplicationBootstrap(): Promise<void> {
@@ -110,11 +110,7 @@ export class SyncLifecycle implements OnModuleInit, OnApplicationBootstrap, Befo
 
   /** Fails startup with the fix when the outbox is on but its table was never created. */
   private async assertOutboxTable(): Promise<void> {
-    try {
-      await this.outboxStore?.assertTableExists();
-    } catch (error) {
-      throw new OutboxTableMissingError(error);
-    }
+    await this.outboxStore?.assertTablesExist((table, migration, error) => new OutboxTableMissingError(table, migration, error));
   }
 
   private schedulePruning(): void {

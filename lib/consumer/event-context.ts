@@ -31,6 +31,14 @@ export class EventContext {
   /** With `ordering: 'key'`: the sequence applied before this one, if any. */
   readonly previousSequence?: number;
 
+  /**
+   * Aborted when the run exceeds its `handlerTimeout` (the run has then failed and its
+   * transaction is rolled back): pass it to `fetch` and other cancellable calls.
+   */
+  get signal(): AbortSignal {
+    return this.run?.signal ?? NEVER_ABORTED;
+  }
+
   constructor(
     event: IncomingEvent,
     consumer: string,
@@ -38,6 +46,7 @@ export class EventContext {
     /** The raw AMQP message, for what the envelope does not carry. */
     readonly message: ConsumeMessage,
     order: { gap: boolean; previousSequence?: number } = { gap: false },
+    private readonly run?: { readonly signal: AbortSignal },
   ) {
     this.gap = order.gap;
     this.previousSequence = order.previousSequence;
@@ -54,3 +63,5 @@ export class EventContext {
     this.consumer = consumer;
   }
 }
+
+const NEVER_ABORTED = new AbortController().signal;

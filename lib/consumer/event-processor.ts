@@ -6,9 +6,11 @@ import { NonRetryableError } from '../errors/non-retryable.error.js';
 import type { SyncOutbox } from '../outbox/sync-outbox.js';
 import { driverErrorOf, isTransientConflict } from '../persistence/dialect.js';
 import type { InboxStore } from '../persistence/inbox.store.js';
+import type { ResolvedSyncOptions } from '../interfaces/sync-module-options.interface.js';
 import type { SyncMetrics } from '../sync.metrics.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
 import { EventContext } from './event-context.js';
+import { HandlerRun } from './handler-run.js';
 import type { IncomingEvent } from './incoming-event.js';
 import { attemptOf, parseMessage } from './parse-message.js';
 import { CopyReturnedError, type Failure, failureOf, Settler } from './settler.js';
@@ -26,11 +28,18 @@ export class EventProcessor {
     private readonly inbox: InboxStore,
     private readonly outbox: SyncOutbox,
     private readonly metrics: SyncMetrics,
-    private readonly exchange: string,
+    private readonly options: Pick<ResolvedSyncOptions, 'exchange' | 'maxMessageBytes'>,
   ) {}
 
   async process(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition): Promise<void> {
     try {
+      if (message.content.length > this.options.maxMessageBytes) {
+        this.metrics.increment('malformed', definition.consumer);
+        return await this.deadLetter(channel, message, definition, 'too-large', attemptOf(message), {
+          name: 'MessageTooLarge',
+          message: `body is ${message.content.length} bytes, more than maxMessageBytes (${this.options.maxMessageBytes}); not parsed`,
+        }, describeRaw(message));
+      }
       const parsed = parseMessage(message);
       if (!parsed.ok) {
         this.metrics.increment('malformed', definition.consumer);
@@ -69,8 +78,8 @@ export class EventProcessor {
     if (messages.length === 1) return this.process(channel, messages[0], definition);
     const batch: Array<{ message: ConsumeMessage; event: IncomingEvent }> = [];
     for (const message of messages) {
-      const parsed = parseMessage(message);
-      if (parsed.ok && definition.eventTypes.includes(parsed.event.eventType) && (definition.ordering !== 'key' || isOrdered(parsed.event))) {
+      const parsed = message.content.length > this.options.maxMessageBytes ? undefined : parseMessage(message);
+      if (parsed?.ok && definition.eventTypes.includes(parsed.event.eventType) && (definition.ordering !== 'key' || isOrdered(parsed.event))) {
         this.warnOnForeignId(parsed.event, definition);
         batch.push({ message, event: parsed.event });
       } else {
@@ -151,7 +160,7 @@ export class EventProcessor {
    */
   private async dropStaleBinding(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition, event: IncomingEvent): Promise<boolean> {
     const { exchange, routingKey } = message.fields;
-    if (exchange !== this.exchange || definition.eventTypes.includes(routingKey)) return false;
+    if (exchange !== this.options.exchange || definition.eventTypes.includes(routingKey)) return false;
     await channel.unbindQueue(definition.queue, exchange, routingKey);
     this.settler.ack(channel, message);
     this.metrics.increment('unsubscribed', definition.consumer);
@@ -187,9 +196,16 @@ export class EventProcessor {
       const previous = advanced.previous ?? undefined;
       order = { gap: previous !== undefined && event.sequence! > previous + 1, previousSequence: previous };
     }
-    const context = new EventContext(event, definition.consumer, manager, message, order);
-    const { written } = await this.outbox.runHandler(manager, () => definition.handler(event.data, context));
-    return { stale: false, written };
+    const run = new HandlerRun(definition.label, definition.handlerTimeoutMs, (outcome) =>
+      this.logger.warn(`${describe(event)} -> ${definition.label}: the timed-out run ${outcome}`),
+    );
+    const context = new EventContext(event, definition.consumer, run.guard(manager), message, order, run);
+    try {
+      const { written } = await this.outbox.runHandler(manager, () => run.run(() => definition.handler(event.data, context)), () => run.closed());
+      return { stale: false, written };
+    } finally {
+      run.end();
+    }
   }
 
   private countOutcome(run: Run | 'duplicate', event: IncomingEvent, definition: ConsumerDefinition): void {

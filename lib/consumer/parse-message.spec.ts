@@ -53,6 +53,35 @@ describe('parseMessage', () => {
     expect(!result.ok && result.message).toMatch(reason);
   });
 
+  it.each([
+    ['application/json', true],
+    ['application/json; charset=utf-8', true],
+    ['Application/JSON', true],
+    ['application/vnd.masstransit+json', true],
+    ['text/json', true],
+    [undefined, true],
+    ['text/plain', false],
+    ['application/octet-stream', false],
+    ['application/xml', false],
+    ['', false],
+  ])('content type %p is accepted: %p', (contentType, accepted) => {
+    const result = parseMessage(delivery(seed, { contentType }));
+    expect(result.ok).toBe(accepted);
+    if (!result.ok) expect(result.message).toMatch(/content type .* is not JSON/);
+  });
+
+  it.each([
+    ['utf-8', true],
+    ['UTF8', true],
+    ['identity', true],
+    ['gzip', false],
+    ['base64', false],
+  ])('content encoding %p is accepted: %p', (contentEncoding, accepted) => {
+    const result = parseMessage(delivery(seed, { contentEncoding }));
+    expect(result.ok).toBe(accepted);
+    if (!result.ok) expect(result.message).toMatch(/content encoding .* is not supported/);
+  });
+
   it('does not let __proto__ keys reach the prototype', () => {
     const result = parseMessage(delivery('{"eventType":"X","data":{"__proto__":{"polluted":true}}}'));
     expect(result.ok).toBe(true);

@@ -5,6 +5,10 @@ import type { IncomingEvent } from './incoming-event.js';
 
 export type ParseResult = { ok: true; event: IncomingEvent } | { ok: false; reason: 'malformed'; message: string };
 
+/** `application/json`, `text/json` and `application/<anything>+json`, with parameters such as a charset. */
+const JSON_CONTENT_TYPE = /^\s*(application\/(json|[\w.+-]+\+json)|text\/json)\s*(;.*)?$/i;
+const PLAIN_ENCODING = /^\s*(identity|utf-?8)\s*$/i;
+
 /** Reads the delivery count we carry ourselves (never x-death): 1 when absent or unreadable. */
 export function attemptOf(message: ConsumeMessage): number {
   const raw = message.properties.headers?.[HEADER.attempt];
@@ -18,6 +22,13 @@ export function attemptOf(message: ConsumeMessage): number {
  * hash of the body.
  */
 export function parseMessage(message: ConsumeMessage): ParseResult {
+  const { contentType, contentEncoding } = message.properties;
+  if (contentType !== undefined && !(typeof contentType === 'string' && JSON_CONTENT_TYPE.test(contentType))) {
+    return { ok: false, reason: 'malformed', message: `content type ${JSON.stringify(contentType)} is not JSON (expected application/json, or none)` };
+  }
+  if (contentEncoding !== undefined && !(typeof contentEncoding === 'string' && PLAIN_ENCODING.test(contentEncoding))) {
+    return { ok: false, reason: 'malformed', message: `content encoding ${JSON.stringify(contentEncoding)} is not supported (send plain UTF-8 JSON)` };
+  }
   let body: unknown;
   try {
     body = JSON.parse(message.content.toString('utf8'));

@@ -2,7 +2,7 @@ import type { ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import { HEADER, MAX_STACK_HEADER_LENGTH } from '../sync.constants.js';
 import { deadLetterQueueName, retryQueueName } from '../transport/topology.js';
 
-export type DeadLetterReason = 'exhausted' | 'non-retryable' | 'malformed' | 'unhandled-event-type' | 'unordered';
+export type DeadLetterReason = 'exhausted' | 'non-retryable' | 'malformed' | 'too-large' | 'unhandled-event-type' | 'unordered';
 
 export interface Failure {
   name: string;

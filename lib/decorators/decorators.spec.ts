@@ -24,6 +24,8 @@ describe('@OnEvent', () => {
     [() => OnEvent('X', { retry: { attempts: 3 } }), /retry.delays/],
     [() => OnEvent('X', { batchSize: 0 }), /batchSize/],
     [() => OnEvent('X', { ordering: 'global' as never }), /ordering must be 'key'/],
+    [() => OnEvent('X', { handlerTimeout: 'soon' }), /option `handlerTimeout` is not a valid duration/],
+    [() => OnEvent('X', { handlerTimeout: 0 }), /option `handlerTimeout` is not a valid duration/],
     [() => PublishesEvent('X', { sequence: 3 as never }), /sequence must be a function/],
   ])('fails when applied wrongly (%#)', (apply, message) => {
     expect(apply).toThrow(InvalidDecoratorUsageError);

@@ -1,8 +1,10 @@
 import { SetMetadata } from '@nestjs/common';
+import { InvalidSyncOptionsError } from '../errors/invalid-sync-options.error.js';
 import { InvalidDecoratorUsageError } from '../errors/invalid-decorator-usage.error.js';
 import type { OnEventMetadata, OnEventOptions } from '../interfaces/on-event-options.interface.js';
 import { consumerNameProblem } from '../options/consumer-name.js';
 import { assertEventType } from '../options/event-type.js';
+import { resolveHandlerTimeout } from '../options/resolve-options.js';
 import { resolveRetryPolicy } from '../options/retry-policy.js';
 import { ON_EVENT_METADATA } from '../sync.constants.js';
 
@@ -40,11 +42,11 @@ function validateOptions(options: OnEventOptions): void {
   if (options.ordering !== undefined && options.ordering !== 'key') {
     throw new InvalidDecoratorUsageError(`@OnEvent option ordering must be 'key' (got ${JSON.stringify(options.ordering)}).`);
   }
-  if (options.retry !== undefined) {
-    try {
-      resolveRetryPolicy(options.retry, 'retry');
-    } catch (error) {
-      throw new InvalidDecoratorUsageError(`@OnEvent: ${(error as Error).message}`);
-    }
+  try {
+    if (options.retry !== undefined) resolveRetryPolicy(options.retry, 'retry');
+    if (options.handlerTimeout !== undefined) resolveHandlerTimeout(options.handlerTimeout, 'handlerTimeout', false);
+  } catch (error) {
+    if (!(error instanceof InvalidSyncOptionsError)) throw error;
+    throw new InvalidDecoratorUsageError(`@OnEvent option \`${error.option}\` ${error.problem}. ${error.fix}`);
   }
 }

@@ -8,6 +8,7 @@ import { settleHandlerResult } from '../consumer/handler-result.js';
 import { bindPublisher } from '../decorators/publishes-event.decorator.js';
 import { UnsupportedHandlerScopeError } from '../errors/unsupported-handler-scope.error.js';
 import type { ResolvedSyncOptions } from '../interfaces/sync-module-options.interface.js';
+import { resolveHandlerTimeout } from '../options/resolve-options.js';
 import { resolveRetryPolicy } from '../options/retry-policy.js';
 import { SyncPublisher } from '../publisher/sync.publisher.js';
 import { DEFAULT_CONCURRENCY } from '../sync.constants.js';
@@ -54,6 +55,7 @@ export class SyncExplorer {
           concurrency: onEvent.options.concurrency ?? DEFAULT_CONCURRENCY,
           batchSize: onEvent.options.batchSize ?? options.batchSize,
           ordering: onEvent.options.ordering,
+          handlerTimeoutMs: resolveHandlerTimeout(onEvent.options.handlerTimeout, `${label} handlerTimeout`, options.handlerTimeoutMs),
           label,
           handler: this.wrap(wrapper.instance as object, methodName),
         });

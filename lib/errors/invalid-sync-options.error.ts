@@ -2,8 +2,8 @@
 export class InvalidSyncOptionsError extends Error {
   constructor(
     readonly option: string,
-    problem: string,
-    fix: string,
+    readonly problem: string,
+    readonly fix: string,
   ) {
     super(`SyncModule option \`${option}\` ${problem}. ${fix}`);
     this.name = 'InvalidSyncOptionsError';

@@ -1,9 +1,13 @@
-/** The outbox is on, but its table does not exist in the DataSource: a migration has not run. */
+/** The outbox is on, but one of its tables does not exist in the DataSource: a migration has not run. */
 export class OutboxTableMissingError extends Error {
-  constructor(cause: unknown) {
+  constructor(
+    readonly table: string,
+    migration: string,
+    cause: unknown,
+  ) {
     super(
-      `The transactional outbox needs the table sync_outbox, which the database refused (${cause instanceof Error ? cause.message : String(cause)}). ` +
-        'Run the migrations in SYNC_MIGRATIONS (CreateSyncOutbox1764201600000 creates it), or use TypeORM synchronize with ' +
+      `The transactional outbox needs the table ${table}, which the database refused (${cause instanceof Error ? cause.message : String(cause)}). ` +
+        `Run the migrations in SYNC_MIGRATIONS (${migration} creates it), or use TypeORM synchronize with ` +
         'the entities in SYNC_ENTITIES in development; set outbox: false in SyncModule.forRoot() if this service never publishes transactionally.',
       { cause },
     );

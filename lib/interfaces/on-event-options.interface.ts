@@ -1,3 +1,4 @@
+import type { Duration } from '../options/duration.js';
 import type { RetryOptions } from './retry-options.interface.js';
 
 export interface OnEventOptions {
@@ -20,6 +21,8 @@ export interface OnEventOptions {
    * event without a key or sequence is dead-lettered (`sync-reason: unordered`).
    */
   ordering?: 'key';
+  /** Overrides the module's `handlerTimeout` for this handler; `false` waits forever. */
+  handlerTimeout?: Duration | false;
 }
 
 export interface OnEventMetadata {

@@ -1,3 +1,4 @@
+import type { ConnectionOptions } from 'node:tls';
 import type { DataSource } from 'typeorm';
 import type { Duration } from '../options/duration.js';
 import type { RetryOptions } from './retry-options.interface.js';
@@ -43,6 +44,24 @@ export interface SyncModuleOptions {
   retention?: Duration | false;
   /** The transactional outbox (`sync_outbox`); `false` turns it off. See {@link OutboxOptions}. */
   outbox?: OutboxOptions | false;
+  /**
+   * Largest message body, in bytes: a larger delivery is dead-lettered without being parsed
+   * (`sync-reason: too-large`), and publishing a larger event fails with `EventTooLargeError`.
+   * Default 1 MiB.
+   */
+  maxMessageBytes?: number;
+  /**
+   * How long one handler run may take before it counts as failed: its transaction rolls back,
+   * `ctx.signal` is aborted, and the event goes the retry way. `false` waits forever (RabbitMQ's
+   * consumer_timeout then closes the channel after 30 minutes). Default 30s; per handler:
+   * `@OnEvent(type, { handlerTimeout })`.
+   */
+  handlerTimeout?: Duration | false;
+  /**
+   * TLS options for `amqps://` URLs (Node's `tls.connect` options: `ca`, `cert`, `key`,
+   * `passphrase`, `servername`, `rejectUnauthorized`, …), for publishing and consuming.
+   */
+  tls?: ConnectionOptions;
 }
 
 /** Where `@PublishesEvent` and `SyncPublisher.publish()` go when no transaction is open. */
@@ -88,6 +107,9 @@ export interface ResolvedSyncOptions {
   heartbeat: number;
   retentionMs: number | false;
   outbox: ResolvedOutboxOptions;
+  maxMessageBytes: number;
+  handlerTimeoutMs: number | false;
+  tls?: ConnectionOptions;
 }
 
 export interface ResolvedOutboxOptions {

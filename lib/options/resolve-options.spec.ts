@@ -20,6 +20,14 @@ describe('resolveSyncOptions', () => {
     });
   });
 
+  it('bounds messages at 1 MiB and handler runs at 30s by default, and takes other limits and TLS options', () => {
+    expect(resolveSyncOptions(base)).toMatchObject({ maxMessageBytes: 1_048_576, handlerTimeoutMs: 30_000, tls: undefined });
+    expect(resolveSyncOptions({ ...base, maxMessageBytes: 4_096, handlerTimeout: '2m' })).toMatchObject({ maxMessageBytes: 4_096, handlerTimeoutMs: 120_000 });
+    expect(resolveSyncOptions({ ...base, handlerTimeout: false }).handlerTimeoutMs).toBe(false);
+    const tls = { ca: 'PEM', servername: 'broker.local' };
+    expect(resolveSyncOptions({ ...base, url: 'amqps://u:p@broker.local', tls }).tls).toBe(tls);
+  });
+
   it('turns the outbox off with outbox: false, and takes its options', () => {
     expect(resolveSyncOptions({ ...base, outbox: false }).outbox).toMatchObject({ enabled: false, relay: false });
     expect(resolveSyncOptions({ ...base, outbox: { outsideTransaction: 'outbox', retryDelay: '2m', retention: false } }).outbox).toMatchObject({
@@ -50,6 +58,12 @@ describe('resolveSyncOptions', () => {
     [{ ...base, outbox: { pollInterval: 'soon' } }, 'outbox.pollInterval', /not a valid duration/],
     [{ ...base, outbox: { retryDelay: '10s', maxRetryDelay: '1s' } }, 'outbox.maxRetryDelay', /shorter than outbox.retryDelay/],
     [{ ...base, outbox: { relay: 'yes' } }, 'outbox.relay', /true or false/],
+    [{ ...base, maxMessageBytes: 10 }, 'maxMessageBytes', /integer from 1024/],
+    [{ ...base, maxMessageBytes: '1MB' }, 'maxMessageBytes', /integer from 1024/],
+    [{ ...base, handlerTimeout: 0 }, 'handlerTimeout', /not a valid duration/],
+    [{ ...base, handlerTimeout: true }, 'handlerTimeout', /not a valid duration/],
+    [{ ...base, tls: 'on' }, 'tls', /object of TLS options/],
+    [{ ...base, tls: { rejectUnauthorized: true } }, 'tls', /plain amqp:\/\//],
   ])('rejects %j naming %s', (options, option, message) => {
     let error: unknown;
     try {

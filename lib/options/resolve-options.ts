@@ -4,6 +4,8 @@ import type { OutboxOptions, ResolvedOutboxOptions, ResolvedSyncOptions, SyncMod
 import {
   DEFAULT_BATCH_SIZE,
   DEFAULT_EXCHANGE,
+  DEFAULT_HANDLER_TIMEOUT_MS,
+  DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_MAX_PENDING_PUBLISHES,
   DEFAULT_OUTBOX,
   DEFAULT_PREFETCH,
@@ -20,6 +22,7 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const KNOWN = new Set<keyof SyncModuleOptions>([
   'service', 'url', 'urls', 'exchange', 'prefetch', 'batchSize', 'retry', 'queueType', 'dataSource', 'publishTimeout',
   'maxPendingPublishes', 'shutdownTimeout', 'startupTimeout', 'reconnectDelay', 'heartbeat', 'retention', 'outbox',
+  'maxMessageBytes', 'handlerTimeout', 'tls',
 ]);
 const OUTBOX_KNOWN = new Set<keyof OutboxOptions>(['outsideTransaction', 'relay', 'pollInterval', 'batchSize', 'retryDelay', 'maxRetryDelay', 'retention']);
 
@@ -50,7 +53,13 @@ export function resolveSyncOptions(options: SyncModuleOptions): ResolvedSyncOpti
     heartbeat: resolveInteger(options.heartbeat ?? 10, 'heartbeat', 0, 3_600),
     retentionMs: options.retention === false ? false : resolveDuration(options.retention, 'retention', DEFAULT_RETENTION_MS, 60_000),
     outbox: resolveOutbox(options.outbox),
+    maxMessageBytes: resolveInteger(options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES, 'maxMessageBytes', 1_024, 512 * 1024 * 1024),
+    handlerTimeoutMs: resolveHandlerTimeout(options.handlerTimeout, 'handlerTimeout', DEFAULT_HANDLER_TIMEOUT_MS),
+    tls: resolveTls(options.tls),
   };
+  if (resolved.tls && resolved.urls.some((url) => !url.startsWith('amqps:'))) {
+    throw new InvalidSyncOptionsError('tls', 'is set, but a broker url is plain amqp://, which would not use it', 'Use amqps:// urls (port 5671 by default) with tls.');
+  }
   assertRetentionCovers(resolved.retentionMs, resolved.retry.delaysMs, 'the module retry policy');
   return resolved;
 }
@@ -103,6 +112,20 @@ function resolveOutbox(value: unknown): ResolvedOutboxOptions {
     maxRetryDelayMs,
     retentionMs: options.retention === false ? false : resolveDuration(options.retention, 'outbox.retention', DEFAULT_OUTBOX.retentionMs, 60_000),
   };
+}
+
+/** A handler timeout: a duration of at least 1 ms, or `false` for none. */
+export function resolveHandlerTimeout(value: unknown, option: string, fallback: number | false): number | false {
+  if (value === undefined || value === false) return value ?? fallback;
+  return resolveDuration(value as Duration, option, 0, 1);
+}
+
+function resolveTls(value: unknown): ResolvedSyncOptions['tls'] {
+  if (value === undefined) return undefined;
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new InvalidSyncOptionsError('tls', 'must be an object of TLS options', "For example tls: { ca: readFileSync('ca.pem') }, with an amqps:// url.");
+  }
+  return value as ResolvedSyncOptions['tls'];
 }
 
 function resolveName(value: unknown, option: string, fix: string): string {

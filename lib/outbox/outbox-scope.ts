@@ -7,6 +7,8 @@ export interface OutboxScope {
   readonly manager: EntityManager;
   /** Outbox writes started in the scope; all must finish before it commits. */
   readonly writes: Promise<unknown>[];
+  /** Why the scope takes no more writes (a handler run that is over), if so. */
+  readonly closed?: () => Error | undefined;
 }
 
 const storage = new AsyncLocalStorage<OutboxScope>();
@@ -22,8 +24,13 @@ export function currentScope(dataSource: DataSource): OutboxScope | undefined {
  * written with `manager`, then waits for those writes: a write that fails fails the work, so
  * the transaction rolls back instead of committing without its event.
  */
-export async function runInScope<T>(dataSource: DataSource, manager: EntityManager, work: () => Promise<T>): Promise<{ result: T; written: number }> {
-  const scope: OutboxScope = { dataSource, manager, writes: [] };
+export async function runInScope<T>(
+  dataSource: DataSource,
+  manager: EntityManager,
+  work: () => Promise<T>,
+  closed?: () => Error | undefined,
+): Promise<{ result: T; written: number }> {
+  const scope: OutboxScope = { dataSource, manager, writes: [], closed };
   const result = await storage.run(scope, work);
   // A write may start another (a sync @PublishesEvent method's tracked publish): wait until none is left.
   for (let settled = 0; settled < scope.writes.length; ) {

@@ -1,6 +1,7 @@
 import type { EntityManager } from 'typeorm';
 import type { SyncEvent } from '../interfaces/sync-event.interface.js';
 import { type Dialect, driverErrorOf, tableOf, timeAgo } from '../persistence/dialect.js';
+import { SyncKeyOffset } from '../persistence/entities/sync-key-offset.entity.js';
 import { SyncOutboxMessage } from '../persistence/entities/sync-outbox-message.entity.js';
 import type { TransactionGate } from '../persistence/transaction-gate.js';
 import { OutboxPayloadTooLargeError } from '../errors/outbox-payload-too-large.error.js';
@@ -30,6 +31,7 @@ export function nextPosition(): number {
 export class OutboxStore {
   readonly dialect: Dialect;
   private readonly table: string;
+  private readonly offsets: string;
 
   constructor(
     readonly gate: TransactionGate,
@@ -37,6 +39,7 @@ export class OutboxStore {
   ) {
     this.dialect = gate.dialect;
     this.table = tableOf(gate.dataSource, SyncOutboxMessage, 'sync_outbox');
+    this.offsets = tableOf(gate.dataSource, SyncKeyOffset, 'sync_key_offsets');
   }
 
   /**
@@ -136,8 +139,45 @@ export class OutboxStore {
   }
 
   /** Throws the database's error when the table is missing (the migration has not run). */
-  async assertTableExists(): Promise<void> {
-    await this.gate.run(() => this.gate.dataSource.query(`SELECT 1 FROM ${this.table} WHERE 1 = 0`));
+  /** Fails with `missing(...)` for the first of its tables the database does not have. */
+  async assertTablesExist(missing: (table: string, migration: string, error: unknown) => Error): Promise<void> {
+    for (const [table, migration] of [
+      [this.table, 'CreateSyncOutbox1764201600000'],
+      [this.offsets, 'CreateSyncKeyOffsets1764288000000'],
+    ]) {
+      try {
+        await this.gate.run(() => this.gate.dataSource.query(`SELECT 1 FROM ${table} WHERE 1 = 0`));
+      } catch (error) {
+        throw missing(table, migration, error);
+      }
+    }
+  }
+
+  /**
+   * The next sequence of `key` among this service's events, in the caller's transaction: the
+   * counter row stays locked until that transaction ends, so two transactions publishing for one
+   * key take their numbers in commit order, and a rolled-back number is never seen by anyone.
+   * The counters live in `sync_key_offsets` under the stream name `outbox:<service>`, which no
+   * consumer name can take (':' is not allowed in one).
+   */
+  async nextSequence(manager: EntityManager, key: string): Promise<number> {
+    const stream = `outbox:${this.source}`;
+    if (this.dialect === 'mysql') {
+      await manager.query(
+        `INSERT INTO ${this.offsets} (consumer, event_key, sequence, updated_at) VALUES (?, ?, LAST_INSERT_ID(1), CURRENT_TIMESTAMP(6)) ` +
+          'ON DUPLICATE KEY UPDATE sequence = LAST_INSERT_ID(COALESCE(sequence, 0) + 1), updated_at = CURRENT_TIMESTAMP(6)',
+        [stream, key],
+      );
+      const [row] = (await manager.query('SELECT LAST_INSERT_ID() AS sequence')) as Row[];
+      return Number(row.sequence);
+    }
+    const [c, k] = this.dialect === 'postgres' ? ['$1', '$2'] : ['?', '?'];
+    const rows = (await manager.query(
+      `INSERT INTO ${this.offsets} AS o (consumer, event_key, sequence, updated_at) VALUES (${c}, ${k}, 1, CURRENT_TIMESTAMP) ` +
+        'ON CONFLICT (consumer, event_key) DO UPDATE SET sequence = COALESCE(o.sequence, 0) + 1, updated_at = CURRENT_TIMESTAMP RETURNING sequence',
+      [stream, key],
+    )) as Row[];
+    return Number(rows[0].sequence);
   }
 
   private placeholders(count: number): string {

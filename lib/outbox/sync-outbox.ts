@@ -1,9 +1,11 @@
 import { Injectable } from '@nestjs/common';
 import type { EntityManager } from 'typeorm';
+import { EventTooLargeError } from '../errors/event-too-large.error.js';
 import { OutboxUnavailableError } from '../errors/outbox-unavailable.error.js';
 import type { PublishOptions } from '../interfaces/publish-options.interface.js';
 import type { SyncEvent } from '../interfaces/sync-event.interface.js';
 import { envelopeJson } from '../publisher/envelope.js';
+import { DEFAULT_MAX_MESSAGE_BYTES } from '../sync.constants.js';
 import type { SyncMetrics } from '../sync.metrics.js';
 import type { OutboxRelay, OutboxRelayStatus } from './outbox.relay.js';
 import { currentScope, type OutboxScope, runInScope } from './outbox-scope.js';
@@ -19,12 +21,14 @@ export class SyncOutbox {
   private store?: OutboxStore;
   private relay?: OutboxRelay;
   private metrics?: SyncMetrics;
+  private maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
 
   /** @internal Wired by the module once the DataSource is known. */
-  attach(store: OutboxStore, relay: OutboxRelay | undefined, metrics: SyncMetrics): void {
+  attach(store: OutboxStore, relay: OutboxRelay | undefined, metrics: SyncMetrics, maxMessageBytes: number): void {
     this.store = store;
     this.relay = relay;
     this.metrics = metrics;
+    this.maxMessageBytes = maxMessageBytes;
   }
 
   /** Events of this service written to the outbox and not yet published. */
@@ -66,20 +70,28 @@ export class SyncOutbox {
   }
 
   /** @internal Runs a handler's work in its dedupe transaction so its publishes join it. */
-  async runHandler<T>(manager: EntityManager, work: () => Promise<T>): Promise<{ result: T; written: number }> {
+  async runHandler<T>(manager: EntityManager, work: () => Promise<T>, closed?: () => Error | undefined): Promise<{ result: T; written: number }> {
     if (!this.store) return { result: await work(), written: 0 };
-    return runInScope(this.store.gate.dataSource, manager, work);
+    return runInScope(this.store.gate.dataSource, manager, work, closed);
   }
 
-  /** @internal Writes an event in the scope's transaction; resolves once the row is written (not committed). */
+  /**
+   * @internal Writes an event in the scope's transaction; resolves once the row is written (not
+   * committed). An event with a key and no sequence gets the key's next sequence here.
+   */
   write(scope: OutboxScope, envelope: SyncEvent, headers?: PublishOptions['headers']): Promise<SyncEvent> {
-    const payload = envelopeJson(envelope);
-    const written = this.requireStore()
-      .add(scope.manager, envelope, payload, headers)
-      .then(() => {
-        this.metrics?.increment('outboxWritten');
-        return envelope;
-      });
+    const closed = scope.closed?.();
+    if (closed) return Promise.reject(closed);
+    const store = this.requireStore();
+    const written = (async () => {
+      if (envelope.key !== undefined && envelope.sequence === undefined) envelope.sequence = await store.nextSequence(scope.manager, envelope.key);
+      const payload = envelopeJson(envelope);
+      const bytes = Buffer.byteLength(payload);
+      if (bytes > this.maxMessageBytes) throw new EventTooLargeError(envelope.eventType, bytes, this.maxMessageBytes);
+      await store.add(scope.manager, envelope, payload, headers);
+      this.metrics?.increment('outboxWritten');
+      return envelope;
+    })();
     scope.writes.push(written);
     return written;
   }

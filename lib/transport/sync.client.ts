@@ -3,6 +3,7 @@ import { ClientRMQ, RmqRecord, type ReadPacket, type WritePacket } from '@nestjs
 import type { AmqpConnectionManager, ChannelWrapper } from 'amqp-connection-manager';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { BrokerUnavailableError } from '../errors/broker-unavailable.error.js';
+import { EventTooLargeError } from '../errors/event-too-large.error.js';
 import { PublishBufferFullError } from '../errors/publish-buffer-full.error.js';
 import { PublishRejectedError } from '../errors/publish-rejected.error.js';
 import { PublishTimeoutError } from '../errors/publish-timeout.error.js';
@@ -40,7 +41,7 @@ export class SyncClient extends ClientRMQ {
       exchangeType: 'topic',
       wildcards: true,
       persistent: true,
-      socketOptions: { heartbeatIntervalInSeconds: sync.heartbeat, reconnectTimeInSeconds: sync.reconnectDelayMs / 1000 },
+      socketOptions: { heartbeatIntervalInSeconds: sync.heartbeat, reconnectTimeInSeconds: sync.reconnectDelayMs / 1000, connectionOptions: sync.tls },
     });
   }
 
@@ -79,6 +80,8 @@ export class SyncClient extends ClientRMQ {
     try {
       await this.manager!.connect({ timeout: timeoutMs });
     } catch (error) {
+      // Bootstrap fails: stop reconnecting, so a process that catches the error is not kept alive by us.
+      await this.close();
       throw new BrokerUnavailableError(maskUrl(this.sync.urls[0]), timeoutMs, error);
     }
   }
@@ -111,7 +114,9 @@ export class SyncClient extends ClientRMQ {
   private async publishEvent<T>(eventType: string, data: T, options: PublishOptions = {}): Promise<SyncEvent<T>> {
     assertEventType(eventType, 'SyncPublisher.publish');
     const envelope = buildEnvelope(this.sync.service, eventType, data, options);
-    await this.publishEnvelope(envelope, options.headers);
+    const body = serializeEnvelope(envelope);
+    if (body.length > this.sync.maxMessageBytes) throw new EventTooLargeError(eventType, body.length, this.sync.maxMessageBytes);
+    await this.publishEnvelope(envelope, options.headers, body);
     return envelope;
   }
 

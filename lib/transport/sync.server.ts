@@ -47,7 +47,7 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
       urls: sync.urls,
       noAck: false,
       prefetchCount: sync.prefetch,
-      socketOptions: { heartbeatIntervalInSeconds: sync.heartbeat, reconnectTimeInSeconds: sync.reconnectDelayMs / 1000 },
+      socketOptions: { heartbeatIntervalInSeconds: sync.heartbeat, reconnectTimeInSeconds: sync.reconnectDelayMs / 1000, connectionOptions: sync.tls },
     });
   }
 
@@ -125,6 +125,10 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
     try {
       await connection.connect({ timeout: this.sync.startupTimeoutMs });
     } catch (error) {
+      // Bootstrap fails: stop reconnecting, so a process that catches the error is not kept alive by us.
+      this.connection = undefined;
+      this.server = null as never;
+      await connection.close().catch(() => undefined);
       if (/connect timeout/.test((error as Error).message)) throw new BrokerUnavailableError(url, this.sync.startupTimeoutMs ?? 0, error);
       throw error;
     }
@@ -175,6 +179,7 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
         retry: this.sync.retry,
         concurrency: 1,
         batchSize: this.sync.batchSize,
+        handlerTimeoutMs: this.sync.handlerTimeoutMs,
         label: `@EventPattern(${pattern})`,
         handler,
       });

@@ -1,4 +1,4 @@
-import { ConsoleLogger, type INestApplicationContext, type Provider, type Type } from '@nestjs/common';
+import { ConsoleLogger, type INestApplicationContext, type LoggerService, type Provider, type Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { DataSource } from 'typeorm';
@@ -32,6 +32,8 @@ export interface StartOptions {
   exchange?: string;
   /** Reuse a SQLite file or other options across two apps. */
   typeorm?: ReturnType<typeof typeOrmOptions>;
+  /** Where the app's logs go (default: errors to the console). */
+  logger?: LoggerService;
 }
 
 /** Boots a Nest application context with TypeORM on a real database and SyncModule on the real broker. */
@@ -44,8 +46,16 @@ export async function startApp(options: StartOptions): Promise<TestApp> {
     providers: options.providers ?? [],
     controllers: options.controllers ?? [],
   }).compile();
-  moduleRef.useLogger(process.env.SYNC_TEST_LOGS ? new ConsoleLogger({ logLevels: ['log', 'warn', 'error', 'debug'] }) : ['error']);
-  const app = await moduleRef.init();
+  moduleRef.useLogger(options.logger ?? (process.env.SYNC_TEST_LOGS ? new ConsoleLogger({ logLevels: ['log', 'warn', 'error', 'debug'] }) : ['error']));
+  let app: INestApplicationContext;
+  try {
+    app = await moduleRef.init();
+  } catch (error) {
+    // A failed bootstrap must not leave connections behind that keep the test process alive.
+    await moduleRef.close().catch(() => undefined);
+    if (!options.typeorm) typeorm.cleanup();
+    throw error;
+  }
   const server = app.get(SyncServer);
   const queues = server.registered.flatMap((definition) => [
     definition.queue,
