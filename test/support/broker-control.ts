@@ -34,14 +34,20 @@ export interface QueueDepth {
 
 /** Ready and unacknowledged messages of a queue as the broker counts them (AMQP's checkQueue sees only the ready ones). */
 export async function queueDepth(queue: string): Promise<QueueDepth | undefined> {
+  return (await queueDepths()).get(queue);
+}
+
+/** Every queue whose name starts with `prefix`, with its depths, from one `rabbitmqctl list_queues`. */
+export async function queueDepths(prefix = ''): Promise<Map<string, QueueDepth>> {
   const { stdout } = await run('rabbitmqctl', ['list_queues', '-q', '--no-table-headers', 'name', 'messages_ready', 'messages_unacknowledged', 'consumers'], {
     timeout: COMMAND_TIMEOUT_MS,
   });
+  const depths = new Map<string, QueueDepth>();
   for (const line of stdout.split('\n')) {
     const [name, ready, unacked, consumers] = line.split('\t');
-    if (name === queue) return { ready: Number(ready), unacked: Number(unacked), consumers: Number(consumers) };
+    if (name && name.startsWith(prefix) && ready !== undefined) depths.set(name, { ready: Number(ready), unacked: Number(unacked), consumers: Number(consumers) });
   }
-  return undefined;
+  return depths;
 }
 
 /** Runs `fn` while the broker is stopped; the broker is running again afterwards, whatever `fn` did. */
