@@ -108,7 +108,8 @@ describe('edge cases of one service (PostgreSQL)', () => {
 
   beforeAll(async () => {
     broker = await Broker.connect();
-    app = await startApp({ engine: 'postgres', providers: [Edge], entities: [EdgeEffect], sync: { retry: { attempts: 2, delays: [50] } } });
+    // Large events are allowed up to 4 MiB here (the default limit is 1 MiB).
+    app = await startApp({ engine: 'postgres', providers: [Edge], entities: [EdgeEffect], sync: { retry: { attempts: 2, delays: [50] }, maxMessageBytes: 4 * 1024 * 1024 } });
   });
 
   afterAll(async () => {
@@ -186,7 +187,7 @@ describe('edge cases of one service (PostgreSQL)', () => {
     expect(app.metrics.snapshot(multi)).toMatchObject({ handled: 2, deadLettered: 1, retried: 0 });
   });
 
-  it('handles a 2 MB event published through SyncPublisher, retried once, with its data intact', async () => {
+  it('handles a 2 MB event published through SyncPublisher (maxMessageBytes 4 MiB), retried once, with its data intact', async () => {
     const blob = 'ü-0123456789abcdef'.repeat(Math.ceil((2 * 1024 * 1024) / 19)).slice(0, 2 * 1024 * 1024);
     const sent = await app.app.get(SyncPublisher).publish('Edge.Large', { blob });
 
