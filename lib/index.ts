@@ -9,7 +9,8 @@ export { SyncOutbox } from './outbox/sync-outbox.js';
 export type { OutboxRelayStatus } from './outbox/outbox.relay.js';
 export { SyncClient } from './transport/sync.client.js';
 export { SyncServer, SYNC_TRANSPORT } from './transport/sync.server.js';
-export { retryQueueName, deadLetterQueueName } from './transport/topology.js';
+export { retryQueueName, deadLetterQueueName, partitionQueueName, partitionExchangeName, unkeyedExchangeName, membersQueueName } from './transport/topology.js';
+export { keyBucket } from './publisher/envelope.js';
 export { SyncMetrics, type SyncCounters } from './sync.metrics.js';
 export { HEADER as SYNC_HEADERS, DEFAULT_EXCHANGE, DEFAULT_RETRY } from './sync.constants.js';
 export {

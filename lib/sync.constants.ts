@@ -49,6 +49,15 @@ export const HEADER = {
   lastFailureAt: 'sync-last-failure-at',
   originalExchange: 'sync-original-exchange',
   originalRoutingKey: 'sync-original-routing-key',
+  /** The key's bucket (0–255, as a string) that partitioned consumers route on; set with `key`. */
+  keyBucket: 'sync-key-bucket',
 } as const;
+
+/** Buckets a key hashes into; a handler's partitions each take the buckets b with b % partitions = its index. */
+export const KEY_BUCKETS = 256;
+/** Most partitions one handler may have. */
+export const MAX_PARTITIONS = 64;
+/** How often a partitioned handler checks how many instances share it and rebalances. */
+export const PARTITION_REBALANCE_INTERVAL_MS = 1_000;
 
 export const MAX_STACK_HEADER_LENGTH = 2_000;

@@ -15,6 +15,8 @@ export interface ConsumerDefinition {
   batchSize: number;
   /** `key`: skip events whose sequence is not newer than the last one applied for their key. */
   ordering?: 'key';
+  /** Spread over this many partition queues by key, each consumed by one instance at a time, in order. */
+  partitions?: number;
   /** A run longer than this fails (and retries); `false`: no limit. */
   handlerTimeoutMs: number | false;
   /** Where it came from, for logs and errors (`CustomerProjection.onUserCreated`). */

@@ -8,6 +8,7 @@ import { driverErrorOf, isTransientConflict } from '../persistence/dialect.js';
 import type { InboxStore } from '../persistence/inbox.store.js';
 import type { ResolvedSyncOptions } from '../interfaces/sync-module-options.interface.js';
 import type { SyncMetrics } from '../sync.metrics.js';
+import { partitionExchangeName } from '../transport/topology.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
 import { EventContext } from './event-context.js';
 import { HandlerRun } from './handler-run.js';
@@ -31,7 +32,11 @@ export class EventProcessor {
     private readonly options: Pick<ResolvedSyncOptions, 'exchange' | 'maxMessageBytes'>,
   ) {}
 
-  async process(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition): Promise<void> {
+  /**
+   * Settles one delivery. A partitioned handler's failures retry in place (see `handleInPlace`);
+   * `signal` aborts such a wait (the partition is being released), which hands the message back.
+   */
+  async process(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition, signal?: AbortSignal): Promise<void> {
     try {
       if (message.content.length > this.options.maxMessageBytes) {
         this.metrics.increment('malformed', definition.consumer);
@@ -60,7 +65,8 @@ export class EventProcessor {
           message: `${definition.label} has ordering: 'key', but the event has no ${event.key === undefined ? 'key' : 'sequence'}: publish it with { key, sequence }`,
         }, describe(event));
       }
-      await this.handle(channel, message, definition, event);
+      if (definition.partitions) await this.handleInPlace(channel, message, definition, event, signal);
+      else await this.handle(channel, message, definition, event);
     } catch (error) {
       this.requeueUnsettled(channel, message, definition, error);
     }
@@ -75,7 +81,10 @@ export class EventProcessor {
    * commit) falls back to one transaction per event.
    */
   async processBatch(channel: ConfirmChannel, messages: ConsumeMessage[], definition: ConsumerDefinition): Promise<void> {
-    if (messages.length === 1) return this.process(channel, messages[0], definition);
+    if (messages.length === 1 || definition.partitions) {
+      for (const message of messages) await this.process(channel, message, definition);
+      return;
+    }
     const batch: Array<{ message: ConsumeMessage; event: IncomingEvent }> = [];
     for (const message of messages) {
       const parsed = message.content.length > this.options.maxMessageBytes ? undefined : parseMessage(message);
@@ -161,7 +170,8 @@ export class EventProcessor {
   private async dropStaleBinding(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition, event: IncomingEvent): Promise<boolean> {
     const { exchange, routingKey } = message.fields;
     if (exchange !== this.options.exchange || definition.eventTypes.includes(routingKey)) return false;
-    await channel.unbindQueue(definition.queue, exchange, routingKey);
+    if (definition.partitions) await channel.unbindExchange(partitionExchangeName(definition.queue), exchange, routingKey);
+    else await channel.unbindQueue(definition.queue, exchange, routingKey);
     this.settler.ack(channel, message);
     this.metrics.increment('unsubscribed', definition.consumer);
     this.logger.warn(
@@ -182,6 +192,44 @@ export class EventProcessor {
     this.settler.ack(channel, message);
     if (outcome.status === 'processed' && outcome.result.written > 0) this.outbox.wake();
     this.countOutcome(outcome.status === 'processed' ? outcome.result : 'duplicate', event, definition);
+  }
+
+  /**
+   * A partitioned handler keeps strict order within its partition: a failed event is not sent to
+   * a retry tier (a later event of its key could overtake it there) but run again here after the
+   * retry delay, holding the partition meanwhile; after its last attempt it is dead-lettered and
+   * the partition moves on. If the wait is aborted (the partition is handed to another instance,
+   * or shutdown), the message goes back to the queue and its next run counts from attempt 1.
+   */
+  private async handleInPlace(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition, first: IncomingEvent, signal?: AbortSignal): Promise<void> {
+    const { attempts, delaysMs } = definition.retry;
+    for (let event = first; ; event = { ...event, attempt: event.attempt + 1 }) {
+      let outcome;
+      try {
+        outcome = await this.inbox.runOnce(definition.consumer, event.eventId, (manager) => this.run(manager, definition, event, message));
+      } catch (error) {
+        const failure = failureOf(error);
+        if (error instanceof NonRetryableError || failure.name === 'NonRetryableError') {
+          return this.deadLetter(channel, message, definition, 'non-retryable', event.attempt, failure, describe(event));
+        }
+        if (event.attempt >= attempts) return this.deadLetter(channel, message, definition, 'exhausted', event.attempt, failure, describe(event));
+        const delay = delaysMs[event.attempt - 1];
+        this.metrics.increment('retried', definition.consumer);
+        this.logger.warn(
+          `${describe(event)} -> ${definition.label}: failed on attempt ${event.attempt} of ${attempts} (${failure.name}: ${failure.message}); ` +
+            `retry ${event.attempt} of ${attempts - 1} in ${delay} ms, in place: its partition waits so no later event overtakes it`,
+        );
+        if (!(await waitUnlessAborted(delay, signal))) {
+          this.settler.requeue(channel, message);
+          return;
+        }
+        continue;
+      }
+      this.settler.ack(channel, message);
+      if (outcome.status === 'processed' && outcome.result.written > 0) this.outbox.wake();
+      this.countOutcome(outcome.status === 'processed' ? outcome.result : 'duplicate', event, definition);
+      return;
+    }
   }
 
   /**
@@ -301,4 +349,20 @@ type Run = { stale: true; previous?: number; written: 0 } | { stale: false; writ
 /** An event the stale-event guard can place: it has a key and a positive integer sequence. */
 function isOrdered(event: IncomingEvent): boolean {
   return event.key !== undefined && event.key !== '' && event.sequence !== undefined && Number.isSafeInteger(event.sequence) && event.sequence > 0;
+}
+
+/** Waits `ms`; false if `signal` aborted first. */
+function waitUnlessAborted(ms: number, signal?: AbortSignal): Promise<boolean> {
+  if (signal?.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve(true);
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }

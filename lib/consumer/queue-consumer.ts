@@ -15,6 +15,8 @@ export interface ConsumerStatus {
   state: 'consuming' | 'recovering' | 'stopped';
   inFlight: number;
   lastError?: string;
+  /** With `partitions`: the partitions this instance consumes now. */
+  partitions?: number[];
 }
 
 interface Delivery {

@@ -6,7 +6,7 @@ import { consumerNameProblem } from '../options/consumer-name.js';
 import { assertEventType } from '../options/event-type.js';
 import { resolveHandlerTimeout } from '../options/resolve-options.js';
 import { resolveRetryPolicy } from '../options/retry-policy.js';
-import { ON_EVENT_METADATA } from '../sync.constants.js';
+import { MAX_PARTITIONS, ON_EVENT_METADATA } from '../sync.constants.js';
 
 /**
  * Subscribes a provider method to one or more event types. The method gets `(data, ctx)` for
@@ -38,6 +38,16 @@ function validateOptions(options: OnEventOptions): void {
   }
   if (options.batchSize !== undefined && (!Number.isInteger(options.batchSize) || options.batchSize < 1 || options.batchSize > 1000)) {
     throw new InvalidDecoratorUsageError(`@OnEvent option batchSize must be an integer from 1 to 1000 (got ${JSON.stringify(options.batchSize)}).`);
+  }
+  if (options.partitions !== undefined) {
+    if (!Number.isInteger(options.partitions) || options.partitions < 2 || options.partitions > MAX_PARTITIONS) {
+      throw new InvalidDecoratorUsageError(`@OnEvent option partitions must be an integer from 2 to ${MAX_PARTITIONS} (got ${JSON.stringify(options.partitions)}).`);
+    }
+    for (const option of ['concurrency', 'batchSize'] as const) {
+      if (options[option] !== undefined) {
+        throw new InvalidDecoratorUsageError(`@OnEvent option ${option} cannot be combined with partitions: each partition runs one event at a time, in order. Use more partitions for more parallelism.`);
+      }
+    }
   }
   if (options.ordering !== undefined && options.ordering !== 'key') {
     throw new InvalidDecoratorUsageError(`@OnEvent option ordering must be 'key' (got ${JSON.stringify(options.ordering)}).`);

@@ -21,6 +21,13 @@ export interface OnEventOptions {
    * event without a key or sequence is dead-lettered (`sync-reason: unordered`).
    */
   ordering?: 'key';
+  /**
+   * Strict per-key order with several instances: the handler's events are spread over this many
+   * partition queues by their key, each consumed by one instance at a time, one event at a time;
+   * instances share the partitions. A failed event is retried in place (its partition waits).
+   * 2 to 64. See README "Partitions".
+   */
+  partitions?: number;
   /** Overrides the module's `handlerTimeout` for this handler; `false` waits forever. */
   handlerTimeout?: Duration | false;
 }

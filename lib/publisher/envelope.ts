@@ -3,6 +3,7 @@ import type { Options } from 'amqplib';
 import { InvalidEventDataError } from '../errors/invalid-event-data.error.js';
 import type { PublishOptions } from '../interfaces/publish-options.interface.js';
 import type { SyncEvent } from '../interfaces/sync-event.interface.js';
+import { HEADER, KEY_BUCKETS } from '../sync.constants.js';
 
 /** Builds the wire envelope of DESIGN §3. */
 export function buildEnvelope<T>(source: string, eventType: string, data: T, options: PublishOptions = {}): SyncEvent<T> {
@@ -31,8 +32,22 @@ export function publishPropertiesOf(envelope: SyncEvent, headers?: PublishOption
     appId: envelope.source,
     timestamp: Math.floor(Date.parse(envelope.timestamp) / 1000),
     correlationId: envelope.correlationId,
-    headers: { ...headers },
+    headers: envelope.key === undefined ? { ...headers } : { ...headers, [HEADER.keyBucket]: String(keyBucket(envelope.key)) },
   };
+}
+
+/**
+ * The bucket of an event key, 0–255: FNV-1a (32-bit) of its UTF-8 bytes, modulo 256. Partitioned
+ * consumers route on it (header `sync-key-bucket`); a foreign producer that wants its events
+ * spread over partitions sets the same header.
+ */
+export function keyBucket(key: string): number {
+  let hash = 0x811c9dc5;
+  for (const byte of Buffer.from(key, 'utf8')) {
+    hash ^= byte;
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash % KEY_BUCKETS;
 }
 
 /** The envelope as it goes on the wire; data JSON cannot carry is refused with a typed error. */

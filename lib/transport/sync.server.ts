@@ -5,6 +5,7 @@ import type { ConsumerDefinition, EventHandler } from '../consumer/consumer-defi
 import type { EventContext } from '../consumer/event-context.js';
 import type { EventProcessor } from '../consumer/event-processor.js';
 import { settleHandlerResult } from '../consumer/handler-result.js';
+import { PartitionedConsumer } from '../consumer/partitioned-consumer.js';
 import { type ConsumerStatus, QueueConsumer } from '../consumer/queue-consumer.js';
 import { BrokerUnavailableError } from '../errors/broker-unavailable.error.js';
 import { DuplicateConsumerError } from '../errors/duplicate-consumer.error.js';
@@ -13,6 +14,7 @@ import { consumerNameProblem } from '../options/consumer-name.js';
 import { assertEventType } from '../options/event-type.js';
 import type { ResolvedSyncOptions } from '../interfaces/sync-module-options.interface.js';
 import { maskUrl } from '../options/resolve-options.js';
+import { PARTITION_REBALANCE_INTERVAL_MS } from '../sync.constants.js';
 
 /** Pass it as the transport of `@EventPattern(type, SYNC_TRANSPORT)` to serve a pattern here only. */
 export const SYNC_TRANSPORT = Symbol('nestjs-event-sync');
@@ -39,7 +41,7 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
   private connection?: AmqpConnectionManager;
   private processor?: EventProcessor;
   private readonly definitions = new Map<string, ConsumerDefinition>();
-  private readonly consumers = new Map<string, QueueConsumer>();
+  private readonly consumers = new Map<string, QueueConsumer | PartitionedConsumer>();
   private starting?: Promise<void>;
 
   constructor(private readonly sync: ResolvedSyncOptions) {
@@ -96,12 +98,10 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
     const connection = await this.connect();
     for (const definition of this.definitions.values()) {
       if (this.consumers.has(definition.consumer)) continue;
-      const consumer = new QueueConsumer(definition, connection, this.processor, {
-        exchange: this.sync.exchange,
-        queueType: this.sync.queueType,
-        prefetch: this.sync.prefetch,
-        reopenDelayMs: this.sync.reconnectDelayMs,
-      });
+      const settings = { exchange: this.sync.exchange, queueType: this.sync.queueType, prefetch: this.sync.prefetch };
+      const consumer = definition.partitions
+        ? new PartitionedConsumer(definition, connection, this.processor, { ...settings, rebalanceIntervalMs: PARTITION_REBALANCE_INTERVAL_MS })
+        : new QueueConsumer(definition, connection, this.processor, { ...settings, reopenDelayMs: this.sync.reconnectDelayMs });
       await consumer.start();
       this.consumers.set(definition.consumer, consumer);
     }

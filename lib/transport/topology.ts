@@ -1,6 +1,7 @@
 import type { Channel } from 'amqplib';
 import { TopologyMismatchError } from '../errors/topology-mismatch.error.js';
 import type { QueueType } from '../interfaces/sync-module-options.interface.js';
+import { HEADER, KEY_BUCKETS } from '../sync.constants.js';
 
 /** What RabbitMQ needs to know about one handler's queues. */
 export interface ConsumerTopology {
@@ -11,6 +12,52 @@ export interface ConsumerTopology {
 
 export const retryQueueName = (queue: string, delayMs: number): string => `${queue}.retry.${delayMs}`;
 export const deadLetterQueueName = (queue: string): string => `${queue}.dlq`;
+export const partitionQueueName = (queue: string, index: number): string => `${queue}.p${index}`;
+/** The headers exchange that spreads a partitioned handler's events over its partition queues. */
+export const partitionExchangeName = (queue: string): string => `${queue}.partitions`;
+/**
+ * Where events without a key bucket go (the partition exchange's alternate exchange): partition 0.
+ * Its name carries the partition count: RabbitMQ checks an existing exchange's
+ * `alternate-exchange` on every declare, so a changed count fails with TopologyMismatchError.
+ */
+export const unkeyedExchangeName = (queue: string, partitions: number): string => `${queue}.unkeyed.${partitions}`;
+/** Every instance of a partitioned handler consumes it: its consumer count is the number of instances. */
+export const membersQueueName = (queue: string): string => `${queue}.members`;
+
+/** A partitioned handler's queues and how events reach them. */
+export interface PartitionTopology {
+  queue: string;
+  eventTypes: string[];
+  partitions: number;
+}
+
+/**
+ * Declares a partitioned handler's topology, plugin-free: the events of its types go from the
+ * topic exchange to a headers exchange that routes on `sync-key-bucket` (0–255): bucket b goes to
+ * partition b % partitions. Events without a bucket (no key, foreign producers) go through the
+ * alternate exchange to partition 0. Changing the partition count fails with TopologyMismatchError
+ * (see unkeyedExchangeName) instead of routing one bucket to two partitions.
+ * Also the DLQ and the members queue.
+ */
+export async function declarePartitionTopology(channel: Channel, exchange: string, queueType: QueueType, topology: PartitionTopology): Promise<void> {
+  const typeArgs = queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {};
+  const { queue, partitions } = topology;
+  const router = partitionExchangeName(queue);
+  const unkeyed = unkeyedExchangeName(queue, partitions);
+  await channel.assertExchange(exchange, 'topic', { durable: true });
+  await channel.assertExchange(unkeyed, 'fanout', { durable: true });
+  await channel.assertExchange(router, 'headers', { durable: true, alternateExchange: unkeyed });
+  for (let index = 0; index < partitions; index++) {
+    await channel.assertQueue(partitionQueueName(queue, index), { durable: true, arguments: { ...typeArgs } });
+  }
+  for (let bucket = 0; bucket < KEY_BUCKETS; bucket++) {
+    await channel.bindQueue(partitionQueueName(queue, bucket % partitions), router, '', { 'x-match': 'all', [HEADER.keyBucket]: String(bucket) });
+  }
+  await channel.bindQueue(partitionQueueName(queue, 0), unkeyed, '');
+  for (const eventType of topology.eventTypes) await channel.bindExchange(router, exchange, eventType);
+  await channel.assertQueue(deadLetterQueueName(queue), { durable: true, arguments: { ...typeArgs } });
+  await channel.assertQueue(membersQueueName(queue), { durable: false, autoDelete: true });
+}
 
 /**
  * Declares the exchange, the handler's queue and bindings, one TTL queue per distinct retry

@@ -2,7 +2,18 @@ import { ConsoleLogger, type INestApplicationContext, type LoggerService, type P
 import { Test } from '@nestjs/testing';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { DataSource } from 'typeorm';
-import { deadLetterQueueName, retryQueueName, SyncMetrics, SyncModule, SyncServer, type SyncModuleOptions } from '../../lib/index.js';
+import {
+  deadLetterQueueName,
+  membersQueueName,
+  partitionExchangeName,
+  partitionQueueName,
+  retryQueueName,
+  SyncMetrics,
+  SyncModule,
+  SyncServer,
+  type SyncModuleOptions,
+  unkeyedExchangeName,
+} from '../../lib/index.js';
 import { Broker } from './broker.js';
 import { type Engine, typeOrmOptions } from './databases.js';
 import { AMQP_URL } from './env.js';
@@ -57,11 +68,18 @@ export async function startApp(options: StartOptions): Promise<TestApp> {
     throw error;
   }
   const server = app.get(SyncServer);
-  const queues = server.registered.flatMap((definition) => [
-    definition.queue,
-    deadLetterQueueName(definition.queue),
-    ...new Set(definition.retry.delaysMs.map((delay) => retryQueueName(definition.queue, delay))),
-  ]);
+  const queues = server.registered.flatMap((definition) =>
+    definition.partitions
+      ? [
+          ...Array.from({ length: definition.partitions }, (_, index) => partitionQueueName(definition.queue, index)),
+          membersQueueName(definition.queue),
+          deadLetterQueueName(definition.queue),
+        ]
+      : [definition.queue, deadLetterQueueName(definition.queue), ...new Set(definition.retry.delaysMs.map((delay) => retryQueueName(definition.queue, delay)))],
+  );
+  const exchanges = server.registered.flatMap((definition) =>
+    definition.partitions ? [partitionExchangeName(definition.queue), unkeyedExchangeName(definition.queue, definition.partitions)] : [],
+  );
   return {
     app,
     service,
@@ -75,6 +93,7 @@ export async function startApp(options: StartOptions): Promise<TestApp> {
         const broker = await Broker.connect();
         await broker.deleteQueues(...queues);
         await broker.deleteExchange(exchange);
+        for (const name of exchanges) await broker.deleteExchange(name);
         await broker.close();
         if (!options.typeorm) typeorm.cleanup();
       }

@@ -1,0 +1,151 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { In } from 'typeorm';
+import { SyncProcessedEvent, SyncPublisher, SyncServer, TopologyMismatchError } from '../../lib/index.js';
+import { startApp, type TestApp } from '../support/app.js';
+import { spawnTs, type TsProcess } from '../support/child-process.js';
+import { POSTGRES_URL } from '../support/env.js';
+import { PARTITION_EVENT, PartitionApplied, type PartitionEvent, partitionedHandler } from '../support/processes/partition-app.js';
+import { unique, waitFor } from '../support/wait.js';
+
+const PARTITIONS = 4;
+
+const owned = (app: TestApp): number[] => app.app.get(SyncServer).consumerStatus()[0]?.partitions ?? [];
+
+/** Publishes `rounds` sequences for every key, round by round, so each key's events are sent in order. */
+async function publishUpdates(app: TestApp, keys: string[], rounds: number, failing: (key: string, sequence: number) => boolean = () => false): Promise<void> {
+  const publisher = app.app.get(SyncPublisher);
+  for (let sequence = 1; sequence <= rounds; sequence++) {
+    await Promise.all(
+      keys.map((key) => publisher.publish<PartitionEvent>(PARTITION_EVENT, { key, sequence, failures: failing(key, sequence) ? 1 : 0 }, { key, sequence })),
+    );
+  }
+}
+
+/** Per key, the sequences in the order their applications committed. */
+async function logByKey(app: TestApp, consumer: string): Promise<Map<string, Array<{ sequence: number; instance: string }>>> {
+  const rows = await app.dataSource.getRepository(PartitionApplied).find({ where: { consumer }, order: { n: 'ASC' } });
+  const byKey = new Map<string, Array<{ sequence: number; instance: string }>>();
+  for (const row of rows) byKey.set(row.key, [...(byKey.get(row.key) ?? []), { sequence: row.sequence, instance: row.instance }]);
+  return byKey;
+}
+
+const count = (app: TestApp, consumer: string) => app.dataSource.getRepository(PartitionApplied).countBy({ consumer });
+
+describe('partitions: N (PostgreSQL)', () => {
+  const apps: TestApp[] = [];
+  const children: TsProcess[] = [];
+
+  afterEach(async () => {
+    for (const child of children.splice(0)) await child.stop();
+    for (const app of apps.splice(0).reverse()) await app.close();
+  });
+
+  async function start(consumer: string, instance: string, shared: { service?: string; exchange?: string }, handlerMs = 0, partitions = PARTITIONS): Promise<TestApp> {
+    const app = await startApp({
+      engine: 'postgres',
+      providers: [partitionedHandler(consumer, instance, partitions, handlerMs)],
+      entities: [PartitionApplied],
+      keepTopology: apps.length > 0,
+      ...shared,
+    });
+    // The first app deletes the shared topology when it closes (it closes last).
+    apps.push(app);
+    return app;
+  }
+
+  it('shares the partitions between instances and keeps every key in order, through in-place retries', async () => {
+    const consumer = unique('Parted.onChanged');
+    const first = await start(consumer, 'A', {});
+    await waitFor(() => owned(first).length === PARTITIONS, { what: 'the only instance owning every partition' });
+    const second = await start(consumer, 'B', { service: first.service, exchange: first.exchange });
+    await waitFor(() => owned(first).length === 2 && owned(second).length === 2, { what: 'two partitions each', timeoutMs: 20_000 });
+    expect([...owned(first), ...owned(second)].sort()).toEqual([0, 1, 2, 3]);
+
+    const keys = Array.from({ length: 100 }, (_, i) => `user-${i}`);
+    const failing = (key: string, sequence: number) => (Number(key.slice(5)) * 7 + sequence) % 37 === 0;
+    const failures = keys.flatMap((key) => Array.from({ length: 20 }, (_, i) => failing(key, i + 1))).filter(Boolean).length;
+    await publishUpdates(first, keys, 20, failing);
+
+    await waitFor(async () => (await count(first, consumer)) === 2_000, { what: '2,000 applications', timeoutMs: 60_000 });
+    const log = await logByKey(first, consumer);
+    for (const key of keys) {
+      const applied = log.get(key) ?? [];
+      // Strictly in order, each once, and by one instance: a key lives in one partition.
+      expect({ key, sequences: applied.map((entry) => entry.sequence) }).toEqual({ key, sequences: Array.from({ length: 20 }, (_, i) => i + 1) });
+      expect(new Set(applied.map((entry) => entry.instance)).size).toBe(1);
+    }
+    const instances = new Set([...log.values()].flatMap((applied) => applied.map((entry) => entry.instance)));
+    expect(instances).toEqual(new Set(['A', 'B']));
+    const retried = first.metrics.snapshot(consumer).retried + second.metrics.snapshot(consumer).retried;
+    expect(failures).toBeGreaterThan(10);
+    expect(retried).toBe(failures);
+    expect(first.metrics.snapshot(consumer).deadLettered + second.metrics.snapshot(consumer).deadLettered).toBe(0);
+
+    // An event without a key takes partition 0 and is handled like any other.
+    await first.app.get(SyncPublisher).publish<PartitionEvent>(PARTITION_EVENT, { key: 'no-key', sequence: 1 });
+    await waitFor(async () => (await count(first, consumer)) === 2_001, { what: 'the keyless event applied' });
+  });
+
+  it('hands a killed instance’s partitions to another instance, and order still holds', async () => {
+    const consumer = unique('Killed.onChanged');
+    const survivor = await start(consumer, 'survivor', {}, 2);
+    await waitFor(() => owned(survivor).length === PARTITIONS, { what: 'the survivor owning every partition' });
+    const dir = mkdtempSync(join(tmpdir(), 'sync-partitions-'));
+    const victim = spawnTs('test/support/processes/partition-consumer.ts', {
+      name: 'victim',
+      logFile: join(dir, 'victim.log'),
+      env: {
+        SERVICE: survivor.service,
+        EXCHANGE: survivor.exchange,
+        CONSUMER: consumer,
+        INSTANCE: 'victim',
+        PARTITIONS: String(PARTITIONS),
+        DATABASE_URL: POSTGRES_URL,
+        HANDLER_MS: '2',
+      },
+    });
+    children.push(victim);
+    let victimOwns = '';
+    victim.onLine((line) => {
+      const match = /^PARTITIONS (.*)$/.exec(line);
+      if (match) victimOwns = match[1];
+    });
+    await victim.waitForLine(/^READY$/, 60_000);
+    await waitFor(() => owned(survivor).length === 2 && victimOwns.split(',').filter(Boolean).length === 2, { what: 'two partitions each', timeoutMs: 20_000 });
+
+    const keys = Array.from({ length: 50 }, (_, i) => `member-${i}`);
+    const publishing = publishUpdates(survivor, keys, 20);
+    await waitFor(async () => (await survivor.dataSource.getRepository(PartitionApplied).countBy({ consumer, instance: 'victim' })) >= 100, {
+      what: 'the victim applying its first events',
+      timeoutMs: 30_000,
+    });
+    victim.child.kill('SIGKILL');
+    await victim.exited;
+    await waitFor(() => owned(survivor).length === PARTITIONS, { what: 'the survivor taking every partition back', timeoutMs: 20_000 });
+    await publishing;
+
+    await waitFor(async () => (await count(survivor, consumer)) === 1_000, { what: '1,000 applications', timeoutMs: 45_000 });
+    const log = await logByKey(survivor, consumer);
+    for (const key of keys) {
+      expect({ key, sequences: (log.get(key) ?? []).map((entry) => entry.sequence) }).toEqual({ key, sequences: Array.from({ length: 20 }, (_, i) => i + 1) });
+    }
+    const byInstance = (instance: string) => [...log.values()].flat().filter((entry) => entry.instance === instance).length;
+    expect(byInstance('victim')).toBeGreaterThanOrEqual(100);
+    expect(byInstance('survivor')).toBeGreaterThan(0);
+    const eventIds = await survivor.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer });
+    expect(eventIds).toBe(1_000);
+    await survivor.dataSource.getRepository(PartitionApplied).delete({ consumer: In([consumer]) });
+  }, 120_000);
+
+  it('fails startup when the partition count of an existing handler changes', async () => {
+    const consumer = unique('Resized.onChanged');
+    const first = await start(consumer, 'A', {});
+    const service = first.service;
+    const exchange = first.exchange;
+    await expect(startApp({ engine: 'postgres', providers: [partitionedHandler(consumer, 'B', 8)], entities: [PartitionApplied], service, exchange, keepTopology: true })).rejects.toThrow(
+      TopologyMismatchError,
+    );
+  });
+});
