@@ -13,7 +13,7 @@ import type { ConsumerDefinition } from './consumer-definition.js';
 import { EventContext } from './event-context.js';
 import { HandlerRun } from './handler-run.js';
 import type { IncomingEvent } from './incoming-event.js';
-import { attemptOf, parseMessage } from './parse-message.js';
+import { attemptOf, isStorableId, parseMessage } from './parse-message.js';
 import { CopyReturnedError, type Failure, failureOf, Settler } from './settler.js';
 
 /**
@@ -62,7 +62,7 @@ export class EventProcessor {
       if (definition.ordering === 'key' && !isOrdered(event)) {
         return await this.deadLetter(channel, message, definition, 'unordered', event.attempt, {
           name: 'UnorderedEvent',
-          message: `${definition.label} has ordering: 'key', but the event has no ${event.key === undefined ? 'key' : 'sequence'}: publish it with { key, sequence }`,
+          message: `${definition.label} has ordering: 'key', but the event has no ${event.key === undefined ? 'key' : !isStorableId(event.key) ? 'usable key (1 to 200 characters, no NUL)' : 'sequence (a positive integer)'}: publish it with { key, sequence }`,
         }, describe(event));
       }
       if (definition.partitions) await this.handleInPlace(channel, message, definition, event, signal);
@@ -348,7 +348,7 @@ type Run = { stale: true; previous?: number; written: 0 } | { stale: false; writ
 
 /** An event the stale-event guard can place: it has a key and a positive integer sequence. */
 function isOrdered(event: IncomingEvent): boolean {
-  return event.key !== undefined && event.key !== '' && event.sequence !== undefined && Number.isSafeInteger(event.sequence) && event.sequence > 0;
+  return isStorableId(event.key) && event.sequence !== undefined && Number.isSafeInteger(event.sequence) && event.sequence > 0;
 }
 
 /** Waits `ms`; false if `signal` aborted first. */

@@ -106,3 +106,11 @@ describe('attemptOf', () => {
     expect(attemptOf(withAttempt(value))).toBe(expected);
   });
 });
+
+describe('ids the dedupe table cannot store', () => {
+  it('falls back from an eventId with NUL to the messageId, then to the hash', () => {
+    const body = '{"eventId":"a\\u0000b","eventType":"X"}';
+    expect(parseMessage(delivery(body, { messageId: 'm-3' }))).toMatchObject({ ok: true, event: { eventId: 'm-3', idSource: 'messageId' } });
+    expect(parseMessage(delivery(body, { messageId: 'm\u0000' }))).toMatchObject({ ok: true, event: { idSource: 'hash' } });
+  });
+});

@@ -63,9 +63,14 @@ export function parseMessage(message: ConsumeMessage): ParseResult {
   };
 }
 
+/** An id the dedupe column can hold: 1–200 characters, no NUL (PostgreSQL text refuses it). */
+export function isStorableId(value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0 && value.length <= 200 && !value.includes('\u0000');
+}
+
 function idOf(eventId: unknown, messageId: unknown, content: Buffer): [string, IncomingEvent['idSource']] {
-  if (typeof eventId === 'string' && eventId.length > 0 && eventId.length <= 200) return [eventId, 'envelope'];
-  if (typeof messageId === 'string' && messageId.length > 0 && messageId.length <= 200) return [messageId, 'messageId'];
+  if (isStorableId(eventId)) return [eventId, 'envelope'];
+  if (isStorableId(messageId)) return [messageId, 'messageId'];
   return [`sha256:${createHash('sha256').update(content).digest('hex')}`, 'hash'];
 }
 

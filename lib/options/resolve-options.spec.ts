@@ -100,5 +100,29 @@ describe('maskUrl', () => {
   it('hides the password', () => {
     expect(maskUrl('amqp://user:s3cret@host:5672/vh')).toBe('amqp://user:***@host:5672/vh');
     expect(maskUrl('amqp://host')).toBe('amqp://host');
+    expect(maskUrl('amqps://user:p%40ss@host/')).toBe('amqps://user:***@host');
+  });
+
+  it('hides a password whose special characters were not encoded', () => {
+    const url = 'amqp://user:52564#S3cr!%7,1@5+f@a^3*c@2+@127.0.0.1:5672';
+    expect(maskUrl(url)).toBe('amqp://user:***@127.0.0.1:5672');
+  });
+});
+
+describe('url validation', () => {
+  it.each([
+    ['amqp://user:52564#S3cr!t@127.0.0.1:5672', /Percent-encode the user name and password/],
+    ['amqp://user:Zq9/x@127.0.0.1:5672', /amqp:\/\/ or amqps:\/\/ URL/],
+    ['amqp://user:Zq9?x@127.0.0.1:5672', /amqp:\/\/ or amqps:\/\/ URL/],
+  ])('refuses %s without repeating its password', (url, message) => {
+    let error: unknown;
+    try {
+      resolveSyncOptions({ ...base, url });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(InvalidSyncOptionsError);
+    expect((error as Error).message).toMatch(message);
+    expect((error as Error).message).not.toMatch(/S3cr|Zq9/);
   });
 });

@@ -157,6 +157,14 @@ function resolveUrls(options: SyncModuleOptions): string[] {
     if (!parsed || (parsed.protocol !== 'amqp:' && parsed.protocol !== 'amqps:')) {
       throw new InvalidSyncOptionsError(option, 'must be an amqp:// or amqps:// URL', "For example 'amqp://user:pass@127.0.0.1:5672/vhost'.");
     }
+    // A password with '#', '/', '?' or '@' left unencoded ends the host early: the rest would be read (and logged) as a path or fragment.
+    if (url.includes('@') && (parsed.username === '' || parsed.hash !== '' || parsed.search.includes('@') || parsed.pathname.includes('@'))) {
+      throw new InvalidSyncOptionsError(
+        option,
+        'does not parse as user:password@host (the URL itself is not repeated here, as it may hold a password)',
+        'Percent-encode the user name and password, e.g. `amqp://${encodeURIComponent(user)}:${encodeURIComponent(password)}@host:5672`.',
+      );
+    }
   }
   return urls;
 }
@@ -190,13 +198,17 @@ function resolveDataSource(value: unknown): DataSource | string | undefined {
   throw new InvalidSyncOptionsError('dataSource', 'must be a TypeORM DataSource or the name of one', 'Pass the DataSource instance, or the name given to TypeOrmModule.forRoot({ name }).');
 }
 
-/** `amqp://user:secret@host` -> `amqp://user:***@host`, for logs. */
+/**
+ * `amqp://user:secret@host` -> `amqp://user:***@host`, for logs. It cuts at the last '@' of the
+ * raw string, so a password that does not parse as one (unencoded '#', '/', '?') is masked too.
+ */
 export function maskUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString().replace(/\/$/, '');
-  } catch {
-    return '<invalid url>';
-  }
+  const start = url.indexOf('://');
+  const at = url.lastIndexOf('@');
+  if (start < 0) return '<invalid url>';
+  if (at < start) return url.replace(/\/$/, '');
+  const userinfo = url.slice(start + 3, at);
+  const separator = userinfo.indexOf(':');
+  const user = separator < 0 ? userinfo : userinfo.slice(0, separator);
+  return `${url.slice(0, start + 3)}${separator < 0 ? user : `${user}:***`}${url.slice(at)}`.replace(/\/$/, '');
 }

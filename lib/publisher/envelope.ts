@@ -14,7 +14,7 @@ export function buildEnvelope<T>(source: string, eventType: string, data: T, opt
     timestamp: new Date().toISOString(),
     source,
   };
-  if (options.key !== undefined) envelope.key = String(options.key);
+  if (options.key !== undefined) envelope.key = assertKey(String(options.key), eventType);
   if (options.sequence !== undefined) envelope.sequence = assertSequence(options.sequence, eventType);
   if (options.correlationId !== undefined) envelope.correlationId = options.correlationId;
   if (options.causationId !== undefined) envelope.causationId = options.causationId;
@@ -61,6 +61,14 @@ export function envelopeJson(envelope: SyncEvent): string {
   } catch (error) {
     throw new InvalidEventDataError(envelope.eventType, error);
   }
+}
+
+/** A key is stored by consumers with `ordering: 'key'` and by the outbox: 1–200 characters, no NUL. */
+function assertKey(key: string, eventType: string): string {
+  if (key.length === 0 || key.length > 200 || key.includes('\u0000')) {
+    throw new InvalidEventDataError(eventType, new Error(`key must be 1 to 200 characters without NUL (got ${key.length} characters)`));
+  }
+  return key;
 }
 
 /** A sequence is a positive safe integer; anything else would compare wrongly at the consumer. */
