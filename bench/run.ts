@@ -64,6 +64,7 @@ async function main(): Promise<number> {
     for (const id of runnable) {
       for (const queue of names[id].queues) await broker.deleteQueue(queue);
       await broker.deleteExchange(names[id].exchange);
+      for (const exchange of names[id].exchanges) await broker.deleteExchange(exchange);
     }
     await database?.drop().catch((error: Error) => log(`could not drop schema: ${error.message}`));
     await broker.close();

@@ -50,8 +50,13 @@ export class BrokerAdmin {
     );
   }
 
-  /** undefined when the queue does not exist; throws when the broker cannot be asked. */
-  async state(queue: string): Promise<QueueState | undefined> {
+  /** undefined when the queue (or one of the queues, summed) does not exist; throws when the broker cannot be asked. */
+  async state(queue: string | string[]): Promise<QueueState | undefined> {
+    if (Array.isArray(queue)) {
+      const states = await Promise.all(queue.map((one) => this.state(one)));
+      if (states.some((state) => state === undefined)) return undefined;
+      return states.reduce<QueueState>((sum, state) => ({ messages: sum.messages + state!.messages, consumers: sum.consumers + state!.consumers }), { messages: 0, consumers: 0 });
+    }
     try {
       const { messageCount, consumerCount } = await this.withChannel((channel) => channel.checkQueue(queue));
       return { messages: messageCount, consumers: consumerCount };
@@ -62,7 +67,7 @@ export class BrokerAdmin {
   }
 
   /** Polls (every 50 ms, bounded) until the queue's state satisfies `done`. */
-  async waitFor(queue: string, what: string, done: (state: QueueState) => boolean, timeoutMs: number): Promise<void> {
+  async waitFor(queue: string | string[], what: string, done: (state: QueueState) => boolean, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let last: string = 'not asked yet';
     for (;;) {

@@ -91,7 +91,7 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
     if (!stopping.some(Boolean)) return;
     await timed('stop workers', async () => {
       await Promise.all(stopping.map((worker) => worker?.stop()));
-      await broker.waitFor(names.queue, 'empty, no consumer', (state) => state.messages === 0 && state.consumers === 0, IDLE_TIMEOUT_MS);
+      await broker.waitFor(names.watched, 'empty, no consumer', (state) => state.messages === 0 && state.consumers === 0, IDLE_TIMEOUT_MS);
     });
   };
 
@@ -104,7 +104,7 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
     for (const queue of names.queues) await broker.purge(queue);
     await ctx.database.reset(id);
     // The consumer declares its queue: a subset that publishes before any consumer ran needs one first.
-    if (!want('e2e') && !(await broker.state(names.queue))) await stopped(await start('consumer', 'setup'));
+    if (!want('e2e') && !(await broker.state(names.watched))) await stopped(await start('consumer', 'setup'));
     let publisher: WorkerProcess | undefined;
     let consumer: WorkerProcess | undefined;
 
@@ -135,7 +135,7 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
       publisher ??= await start('publisher', 'publish');
       const published = await timed('publish', () => publisher!.request<PublishResult>('burst', { tag, fromSeq: seq, count: events, window: options.window }, burstTimeout));
       if (want('publish')) result.publish = rate(events, published.firstPublishAt, published.lastConfirmAt);
-      await broker.waitFor(names.queue, `${events} messages ready`, (state) => state.messages >= events, IDLE_TIMEOUT_MS);
+      await broker.waitFor(names.watched, `${events} messages ready`, (state) => state.messages >= events, IDLE_TIMEOUT_MS);
       if (want('drain')) {
         consumer = drainPreload
           ? await timed('start consumers', async () => (await drainPreload).boot())
@@ -147,7 +147,7 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
         result.bodyBytes ??= done.bodyBytes;
         expectedRows += events;
       } else {
-        await broker.purge(names.queue);
+        for (const queue of names.watched) await broker.purge(queue);
       }
       seq += events;
     }

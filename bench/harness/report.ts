@@ -205,7 +205,8 @@ export function renderRun(report: RunReport): string {
     ),
   );
   out.push('');
-  for (const base of ['a', 'c'] as ScenarioId[]) {
+  // (g) beside (d): what the stale-event guard costs over the plain path.
+  for (const base of (ids.includes('g') ? ['a', 'c', 'd'] : ['a', 'c']) as ScenarioId[]) {
     if (!ids.includes(base)) continue;
     out.push(`### Ratios to ${name(base)} (per round, then median)`, '');
     out.push(

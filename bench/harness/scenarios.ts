@@ -1,5 +1,5 @@
-import { deadLetterQueueName, retryQueueName } from 'nestjs-event-sync';
-import type { ScenarioId } from '../workers/runtime/protocol.js';
+import { deadLetterQueueName, membersQueueName, partitionExchangeName, partitionQueueName, retryQueueName, unkeyedExchangeName } from 'nestjs-event-sync';
+import { BENCH_PARTITIONS, type ScenarioId } from '../workers/runtime/protocol.js';
 import { golevelupScript, workerScript } from './paths.js';
 
 export interface Scenario {
@@ -10,7 +10,7 @@ export interface Scenario {
   consumerScript: string;
   publisherScript: string;
   database: 'postgres' | 'sqlite';
-  /** Scenarios d–f run this library, whose topology and dedupe table the library owns. */
+  /** Scenarios d–g run this library, whose topology and dedupe table the library owns. */
   library: boolean;
 }
 
@@ -69,6 +69,24 @@ export const SCENARIOS: Record<ScenarioId, Scenario> = {
     database: 'postgres',
     library: true,
   },
+  g: {
+    id: 'g',
+    label: "nestjs-event-sync, ordering: 'key' (PostgreSQL)",
+    description: "as d, with the stale-event guard: published with { key, sequence }, the handler's offset row checked and advanced in its transaction",
+    consumerScript: workerScript('event-sync.consumer'),
+    publisherScript: workerScript('event-sync.publisher'),
+    database: 'postgres',
+    library: true,
+  },
+  h: {
+    id: 'h',
+    label: 'nestjs-event-sync, partitions: 4 (PostgreSQL)',
+    description: 'as d, with partitions: 4: events spread over 4 partition queues by key, one event at a time per partition (no batches), failures retried in place',
+    consumerScript: workerScript('event-sync.consumer'),
+    publisherScript: workerScript('event-sync.publisher'),
+    database: 'postgres',
+    library: true,
+  },
 };
 
 /** Names one scenario uses in one run: all unique to the run, all deleted afterwards. */
@@ -80,8 +98,12 @@ export interface ScenarioNames {
   service?: string;
   consumerName?: string;
   usersTable: string;
+  /** Where the events wait for the consumer: the queue, or scenario h's partition queues. */
+  watched: string[];
   /** Every queue to purge between rounds and delete at the end. */
   queues: string[];
+  /** Exchanges to delete at the end besides `exchange`. */
+  exchanges: string[];
 }
 
 export const CONSUMER_NAME = 'BenchUsers';
@@ -91,16 +113,31 @@ export function scenarioNames(runId: string, id: ScenarioId, retryDelayMs: numbe
   if (!SCENARIOS[id].library) {
     const queue = `${runId}.${id}.users`;
     const retryQueue = `${queue}.retry.${retryDelayMs}`;
-    return { exchange: `${runId}.${id}.events`, queue, retryQueue, usersTable, queues: [queue, retryQueue] };
+    return { exchange: `${runId}.${id}.events`, queue, retryQueue, usersTable, watched: [queue], queues: [queue, retryQueue], exchanges: [] };
   }
   const service = `${runId}-${id}`;
   const queue = `${service}.${CONSUMER_NAME}`;
+  if (id === 'h') {
+    const partitions = Array.from({ length: BENCH_PARTITIONS }, (_, index) => partitionQueueName(queue, index));
+    return {
+      exchange: `${runId}.${id}.events`,
+      queue,
+      service,
+      consumerName: CONSUMER_NAME,
+      usersTable,
+      watched: partitions,
+      queues: [...partitions, deadLetterQueueName(queue), membersQueueName(queue)],
+      exchanges: [partitionExchangeName(queue), unkeyedExchangeName(queue, BENCH_PARTITIONS)],
+    };
+  }
   return {
     exchange: `${runId}.${id}.events`,
     queue,
     service,
     consumerName: CONSUMER_NAME,
     usersTable,
+    watched: [queue],
     queues: [queue, retryQueueName(queue, retryDelayMs), deadLetterQueueName(queue)],
+    exchanges: [],
   };
 }

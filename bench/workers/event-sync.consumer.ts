@@ -1,17 +1,17 @@
 /**
- * Scenarios (d), (e) and (f), consuming: this library. An `@OnEvent` handler upserts the user
+ * Scenarios (d), (e), (f) and (g), consuming: this library. An `@OnEvent` handler upserts the user
  * through `ctx.manager`, the transaction that also inserts the dedupe row; the library acks
- * after the commit and sends a failed event to its retry tier. PostgreSQL for d and f, SQLite for e.
+ * after the commit and sends a failed event to its retry tier. PostgreSQL for d, f and g (g with ordering: 'key'), SQLite for e.
  */
 import 'reflect-metadata';
 import { createRequire } from 'node:module';
 import { Injectable, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
-import { type EventContext, OnEvent, SyncModule, SyncServer } from 'nestjs-event-sync';
+import { type EventContext, OnEvent, type OnEventOptions, SyncModule, SyncServer } from 'nestjs-event-sync';
 import { EntitySchema } from 'typeorm';
 import { type UserEvent, type UserRow, userRow, usersEntityOptions } from './runtime/events.js';
-import { type DatabaseConfig, EVENT_TYPE } from './runtime/protocol.js';
+import { BENCH_PARTITIONS, type DatabaseConfig, EVENT_TYPE } from './runtime/protocol.js';
 import { consumerTracker, serveConsumer } from './runtime/roles.js';
 import { PlannedFailure } from './runtime/tracker.js';
 import { launch, workerConfig } from './runtime/worker.js';
@@ -20,9 +20,15 @@ const config = workerConfig();
 const tracker = consumerTracker(config, createRequire(import.meta.url));
 const Users = new EntitySchema<UserRow>(usersEntityOptions(config.usersTable, config.database.type));
 
+/** d–f: the plain path; g: the stale-event guard; h: partitions (one event at a time each, so no concurrency). */
+function handlerOptions(): OnEventOptions {
+  if (config.scenario === 'h') return { partitions: BENCH_PARTITIONS };
+  return { concurrency: config.concurrency, ...(config.scenario === 'g' ? { ordering: 'key' as const } : {}) };
+}
+
 @Injectable()
 class UsersProjection {
-  @OnEvent(EVENT_TYPE, { consumer: config.consumerName, concurrency: config.concurrency })
+  @OnEvent(EVENT_TYPE, { consumer: config.consumerName, ...handlerOptions() })
   async onUserUpserted(user: UserEvent, ctx: EventContext): Promise<void> {
     const fail = tracker.start(ctx.message, user);
     await ctx.manager.upsert(Users, userRow(user), ['id']);
@@ -59,7 +65,7 @@ async function main(): Promise<void> {
   await app.init();
   // The settings the library resolved for the handler (defaults included), for the report.
   const [handler] = app.get(SyncServer).registered as unknown as Array<Record<string, unknown>>;
-  const settings = Object.fromEntries(['concurrency', 'batchSize', 'ordering'].filter((key) => handler?.[key] !== undefined).map((key) => [key, String(handler[key])]));
+  const settings = Object.fromEntries(['concurrency', 'batchSize', 'ordering', 'partitions'].filter((key) => handler?.[key] !== undefined).map((key) => [key, String(handler[key])]));
   serveConsumer(config, tracker, () => app.close(), { prefetch: String(config.prefetch), ...settings });
 }
 

@@ -16,7 +16,7 @@ import { launch, workerConfig } from './runtime/worker.js';
 
 const config = workerConfig();
 const database = config.publisherDatabase ?? config.database;
-if (database.type !== 'postgres') throw new Error('the publishing service of scenarios d-f uses PostgreSQL');
+if (database.type !== 'postgres') throw new Error('the publishing service of scenarios d-g uses PostgreSQL');
 
 @Module({
   imports: [
@@ -45,6 +45,8 @@ async function main(): Promise<void> {
   await app.init();
   const publisher = app.get(SyncPublisher);
   let publishOne: PublishOne = (event: UserEvent) => publisher.publish(EVENT_TYPE, event, { key: event.id });
+  // Scenario g: the stale-event guard needs a sequence per key.
+  if (config.scenario === 'g') publishOne = (event: UserEvent) => publisher.publish(EVENT_TYPE, event, { key: event.id, sequence: event.seq + 1 });
   if (config.scenario === 'f') {
     if (!hasOutbox(publisher)) throw new Error('SyncPublisher.prototype.transaction does not exist: the outbox is not available in this build');
     publishOne = (event: UserEvent) => publisher.transaction(async (_manager) => publisher.publish(EVENT_TYPE, event, { key: event.id }));

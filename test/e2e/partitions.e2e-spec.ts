@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { In } from 'typeorm';
 import { SyncProcessedEvent, SyncPublisher, SyncServer, TopologyMismatchError } from '../../lib/index.js';
 import { startApp, type TestApp } from '../support/app.js';
+import { withBrokerStopped } from '../support/broker-control.js';
 import { spawnTs, type TsProcess } from '../support/child-process.js';
 import { POSTGRES_URL } from '../support/env.js';
 import { PARTITION_EVENT, PartitionApplied, type PartitionEvent, partitionedHandler } from '../support/processes/partition-app.js';
@@ -146,6 +147,23 @@ describe('partitions: N (PostgreSQL)', () => {
     const eventIds = await survivor.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer });
     expect(eventIds).toBe(1_000);
     await survivor.dataSource.getRepository(PartitionApplied).delete({ consumer: In([consumer]) });
+  }, 120_000);
+
+  it('takes its partitions back after a broker restart, and order still holds', async () => {
+    const consumer = unique('Restarted.onChanged');
+    const app = await start(consumer, 'only', {}, 1);
+    await waitFor(() => owned(app).length === PARTITIONS, { what: 'every partition owned' });
+    const keys = Array.from({ length: 50 }, (_, i) => `account-${i}`);
+    const publishing = publishUpdates(app, keys, 10);
+    await waitFor(async () => (await count(app, consumer)) >= 150, { what: '150 applications', timeoutMs: 30_000 });
+    await withBrokerStopped(() => waitFor(() => owned(app).length === 0, { what: 'the partitions lost with the connection' }));
+    await waitFor(() => owned(app).length === PARTITIONS, { what: 'every partition owned again', timeoutMs: 30_000 });
+    await publishing;
+    await waitFor(async () => (await count(app, consumer)) === 500, { what: '500 applications', timeoutMs: 45_000 });
+    const log = await logByKey(app, consumer);
+    for (const key of keys) {
+      expect({ key, sequences: (log.get(key) ?? []).map((entry) => entry.sequence) }).toEqual({ key, sequences: Array.from({ length: 10 }, (_, i) => i + 1) });
+    }
   }, 120_000);
 
   it('fails startup when the partition count of an existing handler changes', async () => {

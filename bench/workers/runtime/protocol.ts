@@ -1,6 +1,9 @@
 /** What the harness and its worker processes tell each other (over the IPC channel of `fork`). */
 
-export type ScenarioId = 'a' | 'b' | 'c' | 'd' | 'e' | 'f';
+/** Partitions of scenario h. */
+export const BENCH_PARTITIONS = 4;
+
+export type ScenarioId = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h';
 
 /** The one event type (routing key) of every scenario. */
 export const EVENT_TYPE = 'UserUpserted';
@@ -17,7 +20,7 @@ export interface WorkerConfig {
   queue: string;
   /** Scenarios a–c: where a failed message is dead-lettered to wait before it goes back to `queue`. */
   retryQueue?: string;
-  /** Scenarios d–f: the SyncModule `service` and the handler's `consumer` name. */
+  /** Scenarios d–g: the SyncModule `service` and the handler's `consumer` name. */
   service?: string;
   consumerName?: string;
   retryDelayMs: number;
@@ -30,7 +33,7 @@ export interface WorkerConfig {
   poolSize: number;
   /** Where the handler writes (and, for this library, dedupes). */
   database: DatabaseConfig;
-  /** Scenarios d–f: the publishing service also needs a DataSource; it is always PostgreSQL. */
+  /** Scenarios d–g: the publishing service also needs a DataSource; it is always PostgreSQL. */
   publisherDatabase?: DatabaseConfig;
   usersTable: string;
   /** Registered before consumption starts (the drain phase: the queue is already full). */
