@@ -2,8 +2,20 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { In } from 'typeorm';
-import { SyncProcessedEvent, SyncPublisher, SyncServer, TopologyMismatchError } from '../../lib/index.js';
+import {
+  deadLetterQueueName,
+  keyBucket,
+  membersQueueName,
+  partitionExchangeName,
+  partitionQueueName,
+  SyncProcessedEvent,
+  SyncPublisher,
+  SyncServer,
+  TopologyMismatchError,
+  unkeyedExchangeName,
+} from '../../lib/index.js';
 import { startApp, type TestApp } from '../support/app.js';
+import { Broker } from '../support/broker.js';
 import { withBrokerStopped } from '../support/broker-control.js';
 import { spawnTs, type TsProcess } from '../support/child-process.js';
 import { POSTGRES_URL } from '../support/env.js';
@@ -165,6 +177,33 @@ describe('partitions: N (PostgreSQL)', () => {
       expect({ key, sequences: (log.get(key) ?? []).map((entry) => entry.sequence) }).toEqual({ key, sequences: Array.from({ length: 10 }, (_, i) => i + 1) });
     }
   }, 120_000);
+
+  it('shuts down during an in-place retry wait without waiting it out, and gives the event back to its partition', async () => {
+    const consumer = unique('Waiting.onChanged');
+    const app = await startApp({
+      engine: 'postgres',
+      providers: [partitionedHandler(consumer, 'only', 2, 0, { attempts: 3, delays: ['1m'] })],
+      entities: [PartitionApplied],
+      keepTopology: true,
+    });
+    const queue = app.queueOf(consumer);
+    const broker = await Broker.connect();
+    try {
+      await waitFor(() => owned(app).length === 2, { what: 'both partitions owned' });
+      await app.app.get(SyncPublisher).publish<PartitionEvent>(PARTITION_EVENT, { key: 'k', sequence: 1, failures: 5 }, { key: 'k', sequence: 1 });
+      await waitFor(() => app.metrics.snapshot(consumer).retried === 1, { what: 'the event waiting for its retry in place' });
+      const closing = Date.now();
+      await app.close();
+      expect(Date.now() - closing).toBeLessThan(10_000);
+      const partition = partitionQueueName(queue, keyBucket('k') % 2);
+      await waitFor(async () => (await broker.messageCount(partition)) === 1, { what: 'the event back on its partition' });
+      expect(await broker.messageCount(deadLetterQueueName(queue))).toBe(0);
+    } finally {
+      await broker.deleteQueues(partitionQueueName(queue, 0), partitionQueueName(queue, 1), deadLetterQueueName(queue), membersQueueName(queue));
+      for (const exchange of [partitionExchangeName(queue), unkeyedExchangeName(queue, 2), app.exchange]) await broker.deleteExchange(exchange);
+      await broker.close();
+    }
+  });
 
   it('fails startup when the partition count of an existing handler changes', async () => {
     const consumer = unique('Resized.onChanged');

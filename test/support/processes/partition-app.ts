@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Injectable } from '@nestjs/common';
 import { Column, Entity, PrimaryGeneratedColumn } from 'typeorm';
-import { type EventContext, OnEvent } from '../../../lib/index.js';
+import { type EventContext, OnEvent, type RetryOptions } from '../../../lib/index.js';
 
 @Entity('test_partition_log')
 export class PartitionApplied {
@@ -28,10 +28,10 @@ export interface PartitionEvent {
 export const PARTITION_EVENT = 'Partitioned.Changed';
 
 /** A handler class for one consumer name, instance label and partition count. */
-export function partitionedHandler(consumer: string, instance: string, partitions: number, handlerMs = 0) {
+export function partitionedHandler(consumer: string, instance: string, partitions: number, handlerMs = 0, retry: RetryOptions = { attempts: 3, delays: ['20ms'] }) {
   @Injectable()
   class PartitionedProjection {
-    @OnEvent(PARTITION_EVENT, { consumer, partitions, retry: { attempts: 3, delays: ['20ms'] } })
+    @OnEvent(PARTITION_EVENT, { consumer, partitions, retry })
     async onChanged(data: PartitionEvent, ctx: EventContext) {
       if (handlerMs > 0) await sleep(handlerMs);
       await ctx.manager.insert(PartitionApplied, { consumer, instance, key: data.key, sequence: data.sequence, attempt: ctx.attempt });
