@@ -35,6 +35,29 @@ export class InboxStore {
    * stale. Two consumers racing on one key wait on the row lock, so they apply in turn.
    */
   async advanceSequence(manager: EntityManager, consumer: string, key: string, sequence: number): Promise<{ stale: boolean; previous: number | null }> {
+    if (this.dialect === 'postgres') {
+      // One round trip for a key seen before: lock and read the row, advance it if newer.
+      const [row]: Array<{ previous: string | null; found: boolean; advanced: boolean }> = await manager.query(
+        `WITH old AS (SELECT sequence FROM ${this.offsets} WHERE consumer = $1 AND event_key = $2 FOR UPDATE), ` +
+          `advanced AS (UPDATE ${this.offsets} SET sequence = $3, updated_at = CURRENT_TIMESTAMP WHERE consumer = $1 AND event_key = $2 ` +
+          `AND EXISTS (SELECT 1 FROM old WHERE old.sequence IS NULL OR old.sequence < $3) RETURNING 1) ` +
+          'SELECT (SELECT sequence FROM old) AS previous, EXISTS (SELECT 1 FROM old) AS found, EXISTS (SELECT 1 FROM advanced) AS advanced',
+        [consumer, key, sequence],
+      );
+      const previous = row.previous === null ? null : Number(row.previous);
+      if (row.found) return { stale: !row.advanced, previous };
+      // A key seen for the first time; if another transaction inserted it meanwhile, take the locking path.
+      const inserted: unknown[] = await manager.query(
+        `INSERT INTO ${this.offsets} (consumer, event_key, sequence, updated_at) VALUES ($1, $2, $3, CURRENT_TIMESTAMP) ON CONFLICT DO NOTHING RETURNING 1`,
+        [consumer, key, sequence],
+      );
+      if (inserted.length > 0) return { stale: false, previous: null };
+    }
+    return this.advanceLocked(manager, consumer, key, sequence);
+  }
+
+  /** Ensures the key's row, locks it, and advances it if `sequence` is newer: three statements. */
+  private async advanceLocked(manager: EntityManager, consumer: string, key: string, sequence: number): Promise<{ stale: boolean; previous: number | null }> {
     const [c, k, s] = this.dialect === 'postgres' ? ['$1', '$2', '$3'] : ['?', '?', '?'];
     const ensure =
       this.dialect === 'mysql'

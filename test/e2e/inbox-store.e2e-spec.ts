@@ -1,10 +1,10 @@
 import { DataSource, type EntityManager } from 'typeorm';
 import { InboxStore } from '../../lib/persistence/inbox.store.js';
 import { TransactionGate } from '../../lib/persistence/transaction-gate.js';
-import { SYNC_ENTITIES, SyncProcessedEvent } from '../../lib/index.js';
+import { SYNC_ENTITIES, SyncKeyOffset, SyncProcessedEvent } from '../../lib/index.js';
 import { ENGINES, typeOrmOptions } from '../support/databases.js';
 import { deferred } from '../support/deferred.js';
-import { unique } from '../support/wait.js';
+import { unique, waitFor } from '../support/wait.js';
 
 describe.each(ENGINES)('InboxStore on %s', (engine) => {
   let dataSource: DataSource;
@@ -24,6 +24,52 @@ describe.each(ENGINES)('InboxStore on %s', (engine) => {
     await dataSource.getRepository(SyncProcessedEvent).delete({ consumer });
     await dataSource.destroy();
     cleanup();
+  });
+
+  describe('advanceSequence (the stale-event guard)', () => {
+    afterAll(async () => {
+      await dataSource.getRepository(SyncKeyOffset).delete({ consumer });
+    });
+
+    const advance = (key: string, sequence: number) => dataSource.transaction((manager) => inbox.advanceSequence(manager, consumer, key, sequence));
+
+    it('records the first sequence of a key, advances on newer ones and reports the previous, refuses older or equal ones', async () => {
+      const key = unique('key');
+      expect(await advance(key, 3)).toEqual({ stale: false, previous: null });
+      expect(await advance(key, 5)).toEqual({ stale: false, previous: 3 });
+      expect(await advance(key, 5)).toEqual({ stale: true, previous: 5 });
+      expect(await advance(key, 4)).toEqual({ stale: true, previous: 5 });
+      expect(await advance(key, 9)).toEqual({ stale: false, previous: 5 });
+      expect((await dataSource.getRepository(SyncKeyOffset).findOneBy({ consumer, key }))?.sequence).toBe(9);
+    });
+
+    // PostgreSQL reads and advances a known key in one statement, and falls back to the locking path when a new key is raced.
+    if (engine === 'postgres') {
+      it.each([
+        [1, 2, { stale: false, previous: 1 }],
+        [2, 1, { stale: true, previous: 2 }],
+      ])('orders two transactions racing on a new key: %p first, then %p', async (first, second, expected) => {
+        const key = unique('race');
+        const firstHolds = deferred();
+        const release = deferred();
+        // The first transaction creates the key's row and keeps it uncommitted while the second one arrives.
+        const one = dataSource.transaction(async (manager) => {
+          const result = await inbox.advanceSequence(manager, consumer, key, first);
+          firstHolds.resolve();
+          await release.promise;
+          return result;
+        });
+        await firstHolds.promise;
+        const two = dataSource.transaction((manager) => inbox.advanceSequence(manager, consumer, key, second));
+        // The second waits on the first's row lock; then let the first commit.
+        const waiting = "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()";
+        await waitFor(async () => Number((await dataSource.query(waiting))[0].n) > 0, { what: 'the second transaction waiting on the row lock' });
+        release.resolve();
+        expect(await one).toEqual({ stale: false, previous: null });
+        expect(await two).toEqual(expected);
+        expect((await dataSource.getRepository(SyncKeyOffset).findOneBy({ consumer, key }))?.sequence).toBe(Math.max(first, second));
+      });
+    }
   });
 
   it('runs the work once per event id and reports the duplicate', async () => {
