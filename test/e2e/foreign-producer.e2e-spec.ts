@@ -63,7 +63,8 @@ describe('a plain foreign producer (PostgreSQL)', () => {
     const messageId = unique('msg');
     await broker.publishRaw(app.exchange, 'UserCreated', SEED, { messageId });
     await waitFor(() => runs.find((ctx) => ctx.eventId === messageId), { what: 'the messageId event' });
-    expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer, eventId: messageId })).toBe(1);
+    // The run has started; its dedupe row commits with it.
+    await waitFor(async () => (await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer, eventId: messageId })) === 1, { what: 'the dedupe row under the messageId' });
   });
 
   it('keeps the messageId as the event id on a retry', async () => {

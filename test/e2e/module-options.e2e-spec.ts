@@ -95,7 +95,10 @@ async function expectServesEvents(sync: (options: SyncModuleOptions) => DynamicM
     const envelope = await moduleRef.get(SyncPublisher).publish('Ping', { n: 1 });
     const ctx = await waitFor(() => runs.find((run) => run.eventId === envelope.eventId), { what: 'the Ping handler' });
     expect(ctx).toMatchObject({ source: service, consumer, eventType: 'Ping' });
-    expect(await moduleRef.get(DataSource).getRepository(SyncProcessedEvent).countBy({ consumer, eventId: envelope.eventId })).toBe(1);
+    // The run has started; its dedupe row commits with it.
+    await waitFor(async () => (await moduleRef.get(DataSource).getRepository(SyncProcessedEvent).countBy({ consumer, eventId: envelope.eventId })) === 1, {
+      what: 'the dedupe row',
+    });
     expect(moduleRef.get(SyncServer).registered.map((definition) => definition.queue)).toEqual([`${service}.${consumer}`]);
   } finally {
     await shutdown(moduleRef, exchange);

@@ -35,6 +35,8 @@ function billing(consumer: string) {
 
 /** Asserts every event of `userIds` was applied exactly once by `consumer`: one copy, one dedupe row, one run. */
 async function expectAppliedOnce(consumerApp: TestApp, consumer: string, runs: Map<string, number>, userIds: string[]): Promise<void> {
+  // `runs` fills when a run starts; its commit follows.
+  await waitFor(() => consumerApp.metrics.snapshot(consumer).handled >= userIds.length, { what: `${userIds.length} events committed` });
   const copies = await consumerApp.dataSource.getRepository(Copy).findBy({ consumer });
   expect(copies.map((copy) => copy.userId).sort()).toEqual([...userIds].sort());
   expect(await consumerApp.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer })).toBe(userIds.length);
