@@ -4,6 +4,7 @@ import { TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
 import { Column, DataSource, type DataSourceOptions, Entity, In, IsNull, PrimaryColumn } from 'typeorm';
 import {
   type EventContext,
+  EventTooLargeError,
   OnEvent,
   OutboxTableMissingError,
   OutboxUnavailableError,
@@ -153,6 +154,17 @@ describe.each(ENGINES)('transactional outbox on %s', (engine) => {
         await publisher.publish('UserCreated', circular);
       }),
     ).rejects.toThrow(/serialised to JSON/);
+    expect(await app.dataSource.getRepository(Account).countBy({ id })).toBe(0);
+  });
+
+  it('refuses an event over maxMessageBytes (1 MiB) with EventTooLargeError and rolls the transaction back', async () => {
+    const id = unique('u-too-large');
+    await expect(
+      publisher.transaction(async (manager) => {
+        await manager.insert(Account, { id, name: 'x' });
+        await publisher.publish('UserCreated', { id, blob: 'x'.repeat(1024 * 1024) });
+      }),
+    ).rejects.toThrow(EventTooLargeError);
     expect(await app.dataSource.getRepository(Account).countBy({ id })).toBe(0);
   });
 
