@@ -1,4 +1,4 @@
-import { deadLetterQueueName, membersQueueName, partitionExchangeName, partitionQueueName, retryQueueName, unkeyedExchangeName } from 'nestjs-event-sync';
+import { deadLetterQueueName, partitionTopologyNames, retryQueueName } from 'nestjs-event-sync';
 import { BENCH_PARTITIONS, type ScenarioId } from '../workers/runtime/protocol.js';
 import { golevelupScript, workerScript } from './paths.js';
 
@@ -117,27 +117,10 @@ export function scenarioNames(runId: string, id: ScenarioId, retryDelayMs: numbe
   }
   const service = `${runId}-${id}`;
   const queue = `${service}.${CONSUMER_NAME}`;
+  const library = { exchange: `${runId}.${id}.events`, queue, service, consumerName: CONSUMER_NAME, usersTable };
   if (id === 'h') {
-    const partitions = Array.from({ length: BENCH_PARTITIONS }, (_, index) => partitionQueueName(queue, index));
-    return {
-      exchange: `${runId}.${id}.events`,
-      queue,
-      service,
-      consumerName: CONSUMER_NAME,
-      usersTable,
-      watched: partitions,
-      queues: [...partitions, deadLetterQueueName(queue), membersQueueName(queue)],
-      exchanges: [partitionExchangeName(queue), unkeyedExchangeName(queue, BENCH_PARTITIONS)],
-    };
+    const { partitionQueues, queues, exchanges } = partitionTopologyNames(queue, BENCH_PARTITIONS);
+    return { ...library, watched: partitionQueues, queues, exchanges };
   }
-  return {
-    exchange: `${runId}.${id}.events`,
-    queue,
-    service,
-    consumerName: CONSUMER_NAME,
-    usersTable,
-    watched: [queue],
-    queues: [queue, retryQueueName(queue, retryDelayMs), deadLetterQueueName(queue)],
-    exchanges: [],
-  };
+  return { ...library, watched: [queue], queues: [queue, retryQueueName(queue, retryDelayMs), deadLetterQueueName(queue)], exchanges: [] };
 }

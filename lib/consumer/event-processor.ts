@@ -4,7 +4,7 @@ import type { EntityManager } from 'typeorm';
 import { AbortedTransactionError } from '../errors/aborted-transaction.error.js';
 import { NonRetryableError } from '../errors/non-retryable.error.js';
 import type { SyncOutbox } from '../outbox/sync-outbox.js';
-import { driverErrorOf, isTransientConflict } from '../persistence/dialect.js';
+import { driverErrorOf, isStorableId, isTransientConflict } from '../persistence/dialect.js';
 import type { InboxStore } from '../persistence/inbox.store.js';
 import type { ResolvedSyncOptions } from '../interfaces/sync-module-options.interface.js';
 import type { SyncMetrics } from '../sync.metrics.js';
@@ -13,7 +13,7 @@ import type { ConsumerDefinition } from './consumer-definition.js';
 import { EventContext } from './event-context.js';
 import { HandlerRun } from './handler-run.js';
 import type { IncomingEvent } from './incoming-event.js';
-import { attemptOf, isStorableId, parseMessage } from './parse-message.js';
+import { attemptOf, parseMessage } from './parse-message.js';
 import { CopyReturnedError, type Failure, failureOf, Settler } from './settler.js';
 
 /**

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ConsumeMessage } from 'amqplib';
+import { isStorableId } from '../persistence/dialect.js';
 import { HEADER } from '../sync.constants.js';
 import type { IncomingEvent } from './incoming-event.js';
 
@@ -61,11 +62,6 @@ export function parseMessage(message: ConsumeMessage): ParseResult {
       headers: { ...(properties.headers ?? {}) },
     },
   };
-}
-
-/** An id the dedupe column can hold: 1–200 characters, no NUL (PostgreSQL text refuses it). */
-export function isStorableId(value: unknown): value is string {
-  return typeof value === 'string' && value.length > 0 && value.length <= 200 && !value.includes('\u0000');
 }
 
 function idOf(eventId: unknown, messageId: unknown, content: Buffer): [string, IncomingEvent['idSource']] {

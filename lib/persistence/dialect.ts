@@ -2,6 +2,14 @@ import type { DataSource } from 'typeorm';
 
 export type Dialect = 'postgres' | 'mysql' | 'sqlite';
 
+/**
+ * An event id or key the library's tables can hold: 1–200 characters (their varchar(200)
+ * columns), no NUL (PostgreSQL text refuses it).
+ */
+export function isStorableId(value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0 && value.length <= 200 && !value.includes('\u0000');
+}
+
 /** The SQL family of a TypeORM driver type; throws for databases this library does not support. */
 export function dialectOf(type: DataSource['options']['type']): Dialect {
   switch (type) {

@@ -3,6 +3,7 @@ import type { Options } from 'amqplib';
 import { InvalidEventDataError } from '../errors/invalid-event-data.error.js';
 import type { PublishOptions } from '../interfaces/publish-options.interface.js';
 import type { SyncEvent } from '../interfaces/sync-event.interface.js';
+import { isStorableId } from '../persistence/dialect.js';
 import { HEADER, KEY_BUCKETS } from '../sync.constants.js';
 
 /** Builds the wire envelope of DESIGN §3. */
@@ -65,10 +66,9 @@ export function envelopeJson(envelope: SyncEvent): string {
 
 /** A key is stored by consumers with `ordering: 'key'` and by the outbox: 1–200 characters, no NUL. */
 function assertKey(key: string, eventType: string): string {
-  if (key.length === 0 || key.length > 200 || key.includes('\u0000')) {
-    throw new InvalidEventDataError(eventType, new Error(`key must be 1 to 200 characters without NUL (got ${key.length} characters)`));
-  }
-  return key;
+  const { length } = key;
+  if (isStorableId(key)) return key;
+  throw new InvalidEventDataError(eventType, new Error(`key must be 1 to 200 characters without NUL (got ${length} characters)`));
 }
 
 /** A sequence is a positive safe integer; anything else would compare wrongly at the consumer. */

@@ -24,6 +24,16 @@ export const unkeyedExchangeName = (queue: string, partitions: number): string =
 /** Every instance of a partitioned handler consumes it: its consumer count is the number of instances. */
 export const membersQueueName = (queue: string): string => `${queue}.members`;
 
+/** Every queue and exchange of a partitioned handler besides the topic exchange (to drain or delete them). */
+export function partitionTopologyNames(queue: string, partitions: number): { partitionQueues: string[]; queues: string[]; exchanges: string[] } {
+  const partitionQueues = Array.from({ length: partitions }, (_, index) => partitionQueueName(queue, index));
+  return {
+    partitionQueues,
+    queues: [...partitionQueues, deadLetterQueueName(queue), membersQueueName(queue)],
+    exchanges: [partitionExchangeName(queue), unkeyedExchangeName(queue, partitions)],
+  };
+}
+
 /** A partitioned handler's queues and how events reach them. */
 export interface PartitionTopology {
   queue: string;
@@ -47,8 +57,8 @@ export async function declarePartitionTopology(channel: Channel, exchange: strin
   await channel.assertExchange(exchange, 'topic', { durable: true });
   await channel.assertExchange(unkeyed, 'fanout', { durable: true });
   await channel.assertExchange(router, 'headers', { durable: true, alternateExchange: unkeyed });
-  for (let index = 0; index < partitions; index++) {
-    await channel.assertQueue(partitionQueueName(queue, index), { durable: true, arguments: { ...typeArgs } });
+  for (const partitionQueue of partitionTopologyNames(queue, partitions).partitionQueues) {
+    await channel.assertQueue(partitionQueue, { durable: true, arguments: { ...typeArgs } });
   }
   for (let bucket = 0; bucket < KEY_BUCKETS; bucket++) {
     await channel.bindQueue(partitionQueueName(queue, bucket % partitions), router, '', { 'x-match': 'all', [HEADER.keyBucket]: String(bucket) });

@@ -5,14 +5,12 @@ import { In } from 'typeorm';
 import {
   deadLetterQueueName,
   keyBucket,
-  membersQueueName,
-  partitionExchangeName,
   partitionQueueName,
+  partitionTopologyNames,
   SyncProcessedEvent,
   SyncPublisher,
   SyncServer,
   TopologyMismatchError,
-  unkeyedExchangeName,
 } from '../../lib/index.js';
 import { startApp, type TestApp } from '../support/app.js';
 import { Broker } from '../support/broker.js';
@@ -199,8 +197,9 @@ describe('partitions: N (PostgreSQL)', () => {
       await waitFor(async () => (await broker.messageCount(partition)) === 1, { what: 'the event back on its partition' });
       expect(await broker.messageCount(deadLetterQueueName(queue))).toBe(0);
     } finally {
-      await broker.deleteQueues(partitionQueueName(queue, 0), partitionQueueName(queue, 1), deadLetterQueueName(queue), membersQueueName(queue));
-      for (const exchange of [partitionExchangeName(queue), unkeyedExchangeName(queue, 2), app.exchange]) await broker.deleteExchange(exchange);
+      const { queues, exchanges } = partitionTopologyNames(queue, 2);
+      await broker.deleteQueues(...queues);
+      for (const exchange of [...exchanges, app.exchange]) await broker.deleteExchange(exchange);
       await broker.close();
     }
   });

@@ -2,18 +2,7 @@ import { ConsoleLogger, type INestApplicationContext, type LoggerService, type P
 import { Test } from '@nestjs/testing';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { DataSource } from 'typeorm';
-import {
-  deadLetterQueueName,
-  membersQueueName,
-  partitionExchangeName,
-  partitionQueueName,
-  retryQueueName,
-  SyncMetrics,
-  SyncModule,
-  SyncServer,
-  type SyncModuleOptions,
-  unkeyedExchangeName,
-} from '../../lib/index.js';
+import { deadLetterQueueName, partitionTopologyNames, retryQueueName, SyncMetrics, SyncModule, SyncServer, type SyncModuleOptions } from '../../lib/index.js';
 import { Broker } from './broker.js';
 import { type Engine, typeOrmOptions } from './databases.js';
 import { AMQP_URL } from './env.js';
@@ -70,16 +59,10 @@ export async function startApp(options: StartOptions): Promise<TestApp> {
   const server = app.get(SyncServer);
   const queues = server.registered.flatMap((definition) =>
     definition.partitions
-      ? [
-          ...Array.from({ length: definition.partitions }, (_, index) => partitionQueueName(definition.queue, index)),
-          membersQueueName(definition.queue),
-          deadLetterQueueName(definition.queue),
-        ]
+      ? partitionTopologyNames(definition.queue, definition.partitions).queues
       : [definition.queue, deadLetterQueueName(definition.queue), ...new Set(definition.retry.delaysMs.map((delay) => retryQueueName(definition.queue, delay)))],
   );
-  const exchanges = server.registered.flatMap((definition) =>
-    definition.partitions ? [partitionExchangeName(definition.queue), unkeyedExchangeName(definition.queue, definition.partitions)] : [],
-  );
+  const exchanges = server.registered.flatMap((definition) => (definition.partitions ? partitionTopologyNames(definition.queue, definition.partitions).exchanges : []));
   return {
     app,
     service,

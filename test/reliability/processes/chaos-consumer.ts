@@ -15,6 +15,7 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { type EventContext, NonRetryableError, OnEvent, SyncModule } from '../../../lib/index.js';
 import { AMQP_URL } from '../../support/env.js';
 import { CHAOS_RETRY, chaosConfig, chaosNames, type UserEventData } from '../chaos-plan.js';
+import { closeOnSigterm } from '../../support/processes/close-on-sigterm.js';
 
 const env = (name: string): string => {
   const value = process.env[name];
@@ -69,13 +70,5 @@ class ChaosBilling {
 class ChaosConsumerModule {}
 
 const app = await NestFactory.createApplicationContext(ChaosConsumerModule, { logger: ['log', 'warn', 'error'] });
-process.once('SIGTERM', () => {
-  app.close().then(
-    () => process.exit(0),
-    (error: Error) => {
-      console.error(`close failed: ${error.stack}`);
-      process.exit(1);
-    },
-  );
-});
+closeOnSigterm(app);
 console.log('READY');

@@ -19,6 +19,7 @@ import type { EntityManager } from 'typeorm';
 import { SyncModule, SyncPublisher } from '../../../lib/index.js';
 import { AMQP_URL } from '../../support/env.js';
 import { ChaosPlan, chaosConfig, chaosNames, type PlannedEvent } from '../chaos-plan.js';
+import { closeOnSigterm } from '../../support/processes/close-on-sigterm.js';
 
 /** A transaction that still fails after this long is not an outage the run plans for: give up loudly. */
 const GIVE_UP_AFTER_MS = 120_000;
@@ -51,15 +52,7 @@ const users = names.tables.users;
 class ChaosPublisherModule {}
 
 const app = await NestFactory.createApplicationContext(ChaosPublisherModule, { logger: ['log', 'warn', 'error'] });
-process.once('SIGTERM', () => {
-  app.close().then(
-    () => process.exit(0),
-    (error: Error) => {
-      console.error(`close failed: ${error.stack}`);
-      process.exit(1);
-    },
-  );
-});
+closeOnSigterm(app);
 console.log('READY');
 
 const publisher = app.get(SyncPublisher);

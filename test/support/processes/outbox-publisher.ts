@@ -9,6 +9,7 @@ import { NestFactory } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { PublishesEvent, SyncModule, SyncPublisher } from '../../../lib/index.js';
 import { AMQP_URL } from '../env.js';
+import { closeOnSigterm } from './close-on-sigterm.js';
 
 const env = (name: string): string => {
   const value = process.env[name];
@@ -34,12 +35,7 @@ class UsersService {
 class PublisherModule {}
 
 const app = await NestFactory.createApplicationContext(PublisherModule, { logger: ['error', 'warn'] });
-process.once('SIGTERM', () => {
-  app.close().then(
-    () => process.exit(0),
-    () => process.exit(1),
-  );
-});
+closeOnSigterm(app);
 console.log('READY');
 const count = Number(process.env.COUNT ?? 0);
 if (count > 0) {

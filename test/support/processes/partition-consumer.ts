@@ -10,6 +10,7 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { SyncModule, SyncServer } from '../../../lib/index.js';
 import { AMQP_URL } from '../env.js';
 import { PartitionApplied, partitionedHandler } from './partition-app.js';
+import { closeOnSigterm } from './close-on-sigterm.js';
 
 const env = (name: string): string => {
   const value = process.env[name];
@@ -27,12 +28,7 @@ const env = (name: string): string => {
 class PartitionConsumerModule {}
 
 const app = await NestFactory.createApplicationContext(PartitionConsumerModule, { logger: ['error', 'warn'] });
-process.once('SIGTERM', () => {
-  app.close().then(
-    () => process.exit(0),
-    () => process.exit(1),
-  );
-});
+closeOnSigterm(app);
 console.log('READY');
 const server = app.get(SyncServer);
 let last = '';
