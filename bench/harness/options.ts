@@ -28,7 +28,7 @@ export interface BenchOptions {
   retryDelayMs: number;
   /** Soak mode: minutes at the steady rate. */
   soak?: number;
-  /** Run consumers under `node --cpu-prof` (profiles land in bench/results/profiles/). */
+  /** Run consumers and publishers under `node --cpu-prof` (profiles land in bench/results/profiles/). */
   cpuProf: boolean;
   /** Write bench/results/<timestamp>.{json,md} and bench/RESULTS.md. */
   write: boolean;
@@ -56,7 +56,7 @@ export const USAGE = `Usage: npm run bench [-- options]      (npm run bench:smok
   --soak [MINUTES]    soak mode: steady --rate for MINUTES (default 10), RSS over time;
                       scenarios default to d
   --smoke             tiny counts, 1 round, no result files; fails if any event is missing
-  --cpu-prof          run consumers under node --cpu-prof
+  --cpu-prof          run consumers and publishers under node --cpu-prof
   --write / --no-write  write bench/results and bench/RESULTS.md (default: on, off for --smoke)
   --render FILE       only re-render bench/results/FILE.json into its .md and RESULTS.md
 

@@ -255,7 +255,7 @@ export function spawnWorker(ctx: RunContext, id: ScenarioId, role: 'consumer' | 
     ...extra,
   };
   const name = `r${round}-${id}-${phase}-${role}`;
-  const profile = role === 'consumer' && ctx.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
+  const profile = ctx.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`, `--cpu-prof-name=${name}.cpuprofile`] : [];
   return WorkerProcess.spawn(`${SCENARIOS[id].label} ${role} (${phase}, round ${round})`, role === 'consumer' ? scenario.consumerScript : scenario.publisherScript, config, {
     logFile: join(ctx.logDir, `${name}.log`),
     execArgv: profile,

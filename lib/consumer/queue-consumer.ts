@@ -37,6 +37,7 @@ export class QueueConsumer {
   private readonly waiting: Delivery[] = [];
   private readonly running = new Set<Promise<void>>();
   private runningMessages = 0;
+  private pumpScheduled = false;
   private stopped = true;
   private reopenTimer?: NodeJS.Timeout;
   private reopenAttempts = 0;
@@ -145,16 +146,30 @@ export class QueueConsumer {
       return;
     }
     this.waiting.push(delivery);
-    this.pump();
+    // Deliveries arrive in bursts (all the frames of one socket read, one at a time): start runs
+    // once the burst is in, so it is split into batches rather than the first delivery running alone.
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
   }
 
   /**
-   * Starts runs while there is room. Each takes an even share of what is waiting on one channel
-   * (up to the batch size), so free runs split a burst instead of the first one taking it all.
+   * Starts runs while there is room. A run takes at least a full share of the prefetch window
+   * (prefetch / concurrency, at most batchSize) when that many wait, and more when a burst
+   * leaves more for each free run. While runs are in progress, a new one starts only once a
+   * full share waits: under load, events commit in fewer, larger transactions (every
+   * transaction costs its begin, dedupe insert and commit), and an idle consumer still starts
+   * the first delivery at once. A run ending always pumps again, so nothing waits for long.
    */
   private pump(): void {
-    while (!this.stopped && this.running.size < this.definition.concurrency && this.waiting.length > 0) {
-      const share = Math.min(this.definition.batchSize, Math.ceil(this.waiting.length / (this.definition.concurrency - this.running.size)));
+    const { concurrency, batchSize } = this.definition;
+    const fullShare = Math.min(batchSize, Math.ceil(Math.max(this.settings.prefetch, concurrency) / concurrency));
+    while (!this.stopped && this.running.size < concurrency && this.waiting.length > 0) {
+      if (this.running.size > 0 && this.waiting.length < fullShare) return;
+      const share = Math.min(batchSize, Math.max(fullShare, Math.ceil(this.waiting.length / (concurrency - this.running.size))));
       const { channel, message } = this.waiting.shift()!;
       const messages = [message];
       while (messages.length < share && this.waiting[0]?.channel === channel) messages.push(this.waiting.shift()!.message);

@@ -1,5 +1,6 @@
 export * from './aborted-transaction.error.js';
 export * from './broker-unavailable.error.js';
+export * from './commit-rolled-back.error.js';
 export * from './duplicate-consumer.error.js';
 export * from './event-too-large.error.js';
 export * from './handler-timeout.error.js';

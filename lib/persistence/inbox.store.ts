@@ -1,5 +1,6 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import { AbortedTransactionError } from '../errors/aborted-transaction.error.js';
+import { CommitRolledBackError } from '../errors/commit-rolled-back.error.js';
 import { type Dialect, isTransientConflict, isUniqueViolation, tableOf, timeAgo } from './dialect.js';
 import { SyncKeyOffset } from './entities/sync-key-offset.entity.js';
 import { SyncProcessedEvent } from './entities/sync-processed-event.entity.js';
@@ -96,13 +97,12 @@ export class InboxStore {
     try {
       const result = await this.gate.transaction(async (manager) => {
         await this.markProcessed(manager, consumer, eventId);
-        const value = await work(manager);
-        if (this.dialect === 'postgres') await this.assertNotAborted(manager, consumer, eventId);
-        return value;
+        return work(manager);
       });
       return { status: 'processed', result };
     } catch (error) {
       if (error instanceof AlreadyProcessed) return { status: 'duplicate' };
+      if (error instanceof CommitRolledBackError) throw new AbortedTransactionError(consumer, eventId, error);
       throw error;
     }
   }
@@ -117,11 +117,10 @@ export class InboxStore {
       try {
         return await this.gate.transaction(async (manager) => {
           const isNew = await this.markBatch(manager, consumer, eventIds);
-          const result = await work(manager, isNew);
-          if (this.dialect === 'postgres') await this.assertNotAborted(manager, consumer, eventIds[0]);
-          return { isNew, result };
+          return { isNew, result: await work(manager, isNew) };
         });
       } catch (error) {
+        if (error instanceof CommitRolledBackError) throw new AbortedTransactionError(consumer, eventIds[0], error);
         if (conflicts >= MAX_CONFLICT_RERUNS || !isTransientConflict(this.dialect, error)) throw error;
       }
     }
@@ -162,15 +161,6 @@ export class InboxStore {
     } catch (error) {
       if (isUniqueViolation(this.dialect, error)) throw new AlreadyProcessed();
       throw error;
-    }
-  }
-
-  /** PostgreSQL turns COMMIT of an aborted transaction into a silent ROLLBACK: probe before committing. */
-  private async assertNotAborted(manager: EntityManager, consumer: string, eventId: string): Promise<void> {
-    try {
-      await manager.query('SELECT 1');
-    } catch (error) {
-      throw new AbortedTransactionError(consumer, eventId, error);
     }
   }
 

@@ -3,6 +3,7 @@ import { Test } from '@nestjs/testing';
 import { TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
 import { Column, DataSource, type DataSourceOptions, Entity, In, IsNull, PrimaryColumn } from 'typeorm';
 import {
+  CommitRolledBackError,
   type EventContext,
   EventTooLargeError,
   OnEvent,
@@ -166,6 +167,26 @@ describe.each(ENGINES)('transactional outbox on %s', (engine) => {
       }),
     ).rejects.toThrow(EventTooLargeError);
     expect(await app.dataSource.getRepository(Account).countBy({ id })).toBe(0);
+  });
+
+  it('never reports a commit that the database turned into a rollback (PostgreSQL), and commits elsewhere', async () => {
+    const id = unique('u-caught-failure');
+    const work = publisher.transaction(async (manager) => {
+      await manager.insert(Account, { id, name: 'x' });
+      await publisher.publish('UserCreated', { id }, { key: id });
+      // Caught, but on PostgreSQL the failed statement has aborted the transaction.
+      await manager.query('SELECT no_such_column FROM no_such_table_here').catch(() => undefined);
+    });
+    if (engine === 'postgres') {
+      await expect(work).rejects.toThrow(CommitRolledBackError);
+      await expect(work).rejects.toThrow(/savepoint/);
+      expect(await app.dataSource.getRepository(Account).countBy({ id })).toBe(0);
+      expect(await rowsKeyed([id])).toEqual([]);
+    } else {
+      await work;
+      expect(await app.dataSource.getRepository(Account).countBy({ id })).toBe(1);
+      expect(await rowsKeyed([id])).toHaveLength(1);
+    }
   });
 
   it('keeps one row for an event id written twice (a retried write is a no-op)', async () => {
