@@ -14,6 +14,7 @@ import { EventContext } from './event-context.js';
 import { HandlerRun } from './handler-run.js';
 import type { IncomingEvent } from './incoming-event.js';
 import { attemptOf, parseMessage } from './parse-message.js';
+import type { DeliveryTracker } from './delivery-tracker.js';
 import { CopyReturnedError, type Failure, failureOf, Settler } from './settler.js';
 
 /**
@@ -31,6 +32,11 @@ export class EventProcessor {
     private readonly metrics: SyncMetrics,
     private readonly options: Pick<ResolvedSyncOptions, 'exchange' | 'maxMessageBytes'>,
   ) {}
+
+  /** Called when a channel opens, before its first delivery: lets batches on it be acked with one multiple ack. */
+  trackDeliveries(channel: ConfirmChannel): DeliveryTracker {
+    return this.settler.track(channel);
+  }
 
   /**
    * Settles one delivery. A partitioned handler's failures retry in place (see `handleInPlace`);
@@ -136,10 +142,8 @@ export class EventProcessor {
       for (const { message, event } of batch) await this.handleSettled(channel, message, definition, event);
       return;
     }
-    for (const [index, { message, event }] of batch.entries()) {
-      this.settler.ack(channel, message);
-      this.countOutcome(outcome.isNew[index] ? outcome.result[index] : 'duplicate', event, definition);
-    }
+    this.settler.ackAll(channel, batch.map(({ message }) => message));
+    for (const [index, { event }] of batch.entries()) this.countOutcome(outcome.isNew[index] ? outcome.result[index] : 'duplicate', event, definition);
     if (outcome.result.some((run) => run?.written > 0)) this.outbox.wake();
   }
 

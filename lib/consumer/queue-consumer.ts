@@ -4,6 +4,7 @@ import type { ChannelModel as Connection, ConfirmChannel, ConsumeMessage } from 
 import type { QueueType } from '../interfaces/sync-module-options.interface.js';
 import { declareConsumerTopology, explainDeclareError } from '../transport/topology.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
+import type { DeliveryTracker } from './delivery-tracker.js';
 import type { EventProcessor } from './event-processor.js';
 
 const MAX_REOPEN_DELAY_MS = 30_000;
@@ -22,6 +23,7 @@ export interface ConsumerStatus {
 interface Delivery {
   channel: ConfirmChannel;
   message: ConsumeMessage;
+  tracker: DeliveryTracker;
 }
 
 /**
@@ -124,9 +126,14 @@ export class QueueConsumer {
       retryDelaysMs: definition.retry.delaysMs,
     });
     await channel.prefetch(Math.max(settings.prefetch, definition.concurrency), false);
+    const tracker = this.processor.trackDeliveries(channel);
     const { consumerTag } = await channel.consume(
       definition.queue,
-      (message) => (message ? this.accept({ channel, message }) : this.onCancelledByBroker(channel)),
+      (message) => {
+        if (!message) return this.onCancelledByBroker(channel);
+        tracker.delivered(message.fields.deliveryTag);
+        this.accept({ channel, message, tracker });
+      },
       { noAck: false },
     );
     this.consumerTag = consumerTag;
@@ -228,7 +235,8 @@ export class QueueConsumer {
   }
 }
 
-function requeue({ channel, message }: Delivery): void {
+function requeue({ channel, message, tracker }: Delivery): void {
+  tracker.settled(message.fields.deliveryTag);
   try {
     channel.nack(message, false, true);
   } catch {

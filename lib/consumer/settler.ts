@@ -1,6 +1,7 @@
 import type { ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import { HEADER, MAX_STACK_HEADER_LENGTH } from '../sync.constants.js';
 import { deadLetterQueueName, retryQueueName } from '../transport/topology.js';
+import { DeliveryTracker } from './delivery-tracker.js';
 
 export type DeadLetterReason = 'exhausted' | 'non-retryable' | 'malformed' | 'too-large' | 'unhandled-event-type' | 'unordered';
 
@@ -29,7 +30,17 @@ export function failureOf(error: unknown): Failure {
  * (and the dedupe absorbs it) instead of losing the message.
  */
 export class Settler {
+  private readonly trackers = new WeakMap<ConfirmChannel, DeliveryTracker>();
+
+  /** Starts tracking a channel's deliveries (every one must be reported as it arrives), so `ackAll` can use multiple acks. */
+  track(channel: ConfirmChannel): DeliveryTracker {
+    const tracker = new DeliveryTracker();
+    this.trackers.set(channel, tracker);
+    return tracker;
+  }
+
   ack(channel: ConfirmChannel, message: ConsumeMessage): void {
+    this.trackers.get(channel)?.settled(message.fields.deliveryTag);
     try {
       channel.ack(message);
     } catch {
@@ -37,8 +48,28 @@ export class Settler {
     }
   }
 
+  /**
+   * Acks the messages of a committed batch: one multiple ack for those below which every
+   * delivery of the channel is settled, single acks for the rest.
+   */
+  ackAll(channel: ConfirmChannel, messages: ConsumeMessage[]): void {
+    const tracker = this.trackers.get(channel);
+    if (!tracker) {
+      for (const message of messages) this.ack(channel, message);
+      return;
+    }
+    const upTo = tracker.ackable(messages.map((message) => message.fields.deliveryTag));
+    try {
+      if (upTo > 0) channel.ack({ fields: { deliveryTag: upTo } } as ConsumeMessage, true);
+      for (const message of messages) if (message.fields.deliveryTag > upTo) channel.ack(message);
+    } catch {
+      // The channel closed under us: the broker redelivers the messages and the dedupe absorbs them.
+    }
+  }
+
   /** Gives the message back to the broker right away (shutdown, or a copy that could not be published). */
   requeue(channel: ConfirmChannel, message: ConsumeMessage): void {
+    this.trackers.get(channel)?.settled(message.fields.deliveryTag);
     try {
       channel.nack(message, false, true);
     } catch {

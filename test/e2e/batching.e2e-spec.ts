@@ -4,6 +4,7 @@ import { deadLetterQueueName, type EventContext, OnEvent, SYNC_HEADERS, SyncProc
 import { startApp, type TestApp } from '../support/app.js';
 import { Broker } from '../support/broker.js';
 import { ENGINES, typeOrmOptions } from '../support/databases.js';
+import { deferred } from '../support/deferred.js';
 import { unique, waitFor } from '../support/wait.js';
 
 @Entity('test_batch_effects')
@@ -117,4 +118,66 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
       expect(effects.map((effect) => effect.eventId).sort()).toEqual(ids.filter((id) => id !== swallowing).sort());
     });
   }
+});
+
+/**
+ * A committed batch is acked with one multiple ack when every earlier delivery is settled. One
+ * that is still running must never be covered: here it is abandoned at shutdown and has to come
+ * back to the queue.
+ */
+describe('acking a batch while an earlier delivery still runs (PostgreSQL)', () => {
+  const consumer = unique('Batch.onSlow');
+  const started: string[] = [];
+  const release = deferred();
+  let broker: Broker;
+
+  @Injectable()
+  class Slow {
+    @OnEvent('Batch.Slow', { consumer, concurrency: 2, retry: false })
+    async onSlow(data: { block?: boolean }, ctx: EventContext) {
+      started.push(ctx.eventId);
+      if (data.block) await release.promise;
+      await ctx.manager.insert(BatchEffect, { consumer, eventId: ctx.eventId });
+    }
+  }
+
+  beforeAll(async () => {
+    broker = await Broker.connect();
+  });
+
+  afterAll(async () => {
+    release.resolve();
+    await broker.close();
+  });
+
+  it('acks the later batch alone, so the running delivery returns to the queue when abandoned', async () => {
+    // prefetch 4 with concurrency 2: a full share is 2 deliveries.
+    const app = await startApp({ engine: 'postgres', providers: [Slow], entities: [BatchEffect], sync: { prefetch: 4, shutdownTimeout: '100ms' }, keepTopology: true });
+    const queue = app.queueOf(consumer);
+    try {
+      const blocked = unique('evt-blocked');
+      const later = [unique('evt-later'), unique('evt-later')];
+      const publish = (id: string, data: unknown) => broker.publishRaw(app.exchange, 'Batch.Slow', JSON.stringify({ eventId: id, eventType: 'Batch.Slow', data, timestamp: new Date().toISOString(), source: 'test' }));
+      await publish(blocked, { block: true });
+      await waitFor(() => started.includes(blocked), { what: 'the blocking run to start' });
+      for (const id of later) await publish(id, {});
+      await waitFor(() => app.metrics.snapshot(consumer).handled === 2, { what: 'the later batch to commit' });
+      expect(await app.dataSource.getRepository(BatchEffect).countBy({ consumer, eventId: In(later) })).toBe(2);
+
+      // Shutdown gives up on the blocked run: its message must still be unacked, so it comes back.
+      await app.close();
+      await waitFor(async () => (await broker.messageCount(queue)) === 1, { what: 'the abandoned delivery back on the queue' });
+      const [back] = await broker.takeAll(queue, 1);
+      expect(JSON.parse(back.content.toString()).eventId).toBe(blocked);
+      expect(back.fields.redelivered).toBe(true);
+    } finally {
+      release.resolve();
+      const cleaner = await startApp({ engine: 'postgres', entities: [BatchEffect] });
+      await cleaner.dataSource.getRepository(BatchEffect).delete({ consumer });
+      await cleaner.dataSource.getRepository(SyncProcessedEvent).delete({ consumer });
+      await cleaner.close();
+      await broker.deleteQueues(queue, deadLetterQueueName(queue));
+      await broker.deleteExchange(app.exchange);
+    }
+  });
 });

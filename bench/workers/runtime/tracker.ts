@@ -27,6 +27,7 @@ interface Active extends Expectation {
 /** The parts of an amqplib channel prototype the tracker wraps. */
 export interface ChannelPrototype {
   ack(message: any, allUpTo?: boolean): unknown;
+  nack(message: any, allUpTo?: boolean, requeue?: boolean): unknown;
   consume(queue: string, ...rest: any[]): unknown;
 }
 
@@ -73,18 +74,50 @@ export class Tracker {
 
   constructor(private readonly queue: string) {}
 
-  /** Wraps amqplib's Channel prototype (the copy the client in this process loads). */
+  /**
+   * Wraps amqplib's Channel prototype (the copy the client in this process loads). The
+   * deliveries of the measured queue that are not settled yet are kept per channel, in delivery
+   * order, so a multiple ack (`allUpTo`) counts every message it covers.
+   */
   instrument(prototype: ChannelPrototype): void {
     const tracker = this;
-    const { ack, consume } = prototype;
-    prototype.ack = function (this: unknown, message: any, allUpTo?: boolean) {
+    const { ack, nack, consume } = prototype;
+    const unsettled = new WeakMap<object, Map<number, any>>();
+    const settle = (channel: object, message: any, allUpTo: boolean | undefined, count: boolean) => {
+      const open = unsettled.get(channel);
+      const tag: number | undefined = message?.fields?.deliveryTag;
+      if (!open || tag === undefined) return;
+      if (!allUpTo) {
+        const settled = open.get(tag);
+        open.delete(tag);
+        if (count && settled?.[MARK]) tracker.acked(settled[MARK] as Mark);
+        return;
+      }
+      for (const [openTag, openMessage] of open) {
+        if (openTag > tag) break;
+        open.delete(openTag);
+        if (count && openMessage[MARK]) tracker.acked(openMessage[MARK] as Mark);
+      }
+    };
+    prototype.ack = function (this: object, message: any, allUpTo?: boolean) {
       const result = ack.call(this, message, allUpTo);
-      if (message && message[MARK]) tracker.acked(message[MARK] as Mark);
+      settle(this, message, allUpTo, true);
       return result;
     };
-    prototype.consume = function (this: unknown, queue: string, ...rest: any[]) {
-      if (queue === tracker.queue && tracker.consumeStartedAt === undefined) tracker.consumeStartedAt = now();
-      return consume.call(this, queue, ...rest);
+    prototype.nack = function (this: object, message: any, allUpTo?: boolean, requeue?: boolean) {
+      const result = nack.call(this, message, allUpTo, requeue);
+      settle(this, message, allUpTo, false);
+      return result;
+    };
+    prototype.consume = function (this: object, queue: string, callback: (message: any) => unknown, ...rest: any[]) {
+      if (queue !== tracker.queue) return consume.call(this, queue, callback, ...rest);
+      tracker.consumeStartedAt ??= now();
+      const open = new Map<number, any>();
+      unsettled.set(this, open);
+      return consume.call(this, queue, (message: any) => {
+        if (message) open.set(message.fields.deliveryTag, message);
+        return callback(message);
+      }, ...rest);
     };
   }
 
