@@ -44,12 +44,15 @@ async function main(): Promise<void> {
   const app = await NestFactory.createApplicationContext(PublisherModule, { logger: config.logLevels });
   await app.init();
   const publisher = app.get(SyncPublisher);
-  let publishOne: PublishOne = (event: UserEvent) => publisher.publish(EVENT_TYPE, event, { key: event.id });
+  // d–f consume without ordering, so they publish without a key (a key adds the envelope field
+  // and the sync-key-bucket header); h spreads events over its partitions by key.
+  let publishOne: PublishOne = (event: UserEvent) => publisher.publish(EVENT_TYPE, event);
+  if (config.scenario === 'h') publishOne = (event: UserEvent) => publisher.publish(EVENT_TYPE, event, { key: event.id });
   // Scenario g: the stale-event guard needs a sequence per key.
   if (config.scenario === 'g') publishOne = (event: UserEvent) => publisher.publish(EVENT_TYPE, event, { key: event.id, sequence: event.seq + 1 });
   if (config.scenario === 'f') {
     if (!hasOutbox(publisher)) throw new Error('SyncPublisher.prototype.transaction does not exist: the outbox is not available in this build');
-    publishOne = (event: UserEvent) => publisher.transaction(async (_manager) => publisher.publish(EVENT_TYPE, event, { key: event.id }));
+    publishOne = (event: UserEvent) => publisher.transaction(async (_manager) => publisher.publish(EVENT_TYPE, event));
   }
   servePublisher(publishOne, () => app.close());
 }

@@ -23,6 +23,7 @@ describe('keyBucket', () => {
   it('is carried as the sync-key-bucket header of events with a key, and only those', () => {
     const keyed = buildEnvelope('users', 'UserUpdated', {}, { key: 'foobar' });
     expect(publishPropertiesOf(keyed).headers).toEqual({ 'sync-key-bucket': '104' });
-    expect(publishPropertiesOf(buildEnvelope('users', 'UserUpdated', {})).headers).toEqual({});
+    expect(publishPropertiesOf(buildEnvelope('users', 'UserUpdated', {})).headers).toBeUndefined();
+    expect(publishPropertiesOf(buildEnvelope('users', 'UserUpdated', {}), { tenant: 'a' }).headers).toEqual({ tenant: 'a' });
   });
 });

@@ -22,9 +22,12 @@ export function buildEnvelope<T>(source: string, eventType: string, data: T, opt
   return envelope;
 }
 
-/** AMQP properties that repeat the envelope, so tools can route and inspect without parsing. */
+/**
+ * AMQP properties that repeat the envelope, so tools can route and inspect without parsing. A
+ * message with no headers carries no header table (consumers read a missing table as empty).
+ */
 export function publishPropertiesOf(envelope: SyncEvent, headers?: PublishOptions['headers']): Options.Publish {
-  return {
+  const properties: Options.Publish = {
     persistent: true,
     mandatory: true,
     contentType: 'application/json',
@@ -32,9 +35,11 @@ export function publishPropertiesOf(envelope: SyncEvent, headers?: PublishOption
     type: envelope.eventType,
     appId: envelope.source,
     timestamp: Math.floor(Date.parse(envelope.timestamp) / 1000),
-    correlationId: envelope.correlationId,
-    headers: envelope.key === undefined ? { ...headers } : { ...headers, [HEADER.keyBucket]: String(keyBucket(envelope.key)) },
   };
+  if (envelope.correlationId !== undefined) properties.correlationId = envelope.correlationId;
+  if (envelope.key !== undefined) properties.headers = { ...headers, [HEADER.keyBucket]: String(keyBucket(envelope.key)) };
+  else if (headers && Object.keys(headers).length > 0) properties.headers = { ...headers };
+  return properties;
 }
 
 /**

@@ -141,7 +141,7 @@ export class SyncClient extends ClientRMQ {
     this.pending += 1;
     let confirmed: Promise<unknown> | undefined;
     try {
-      await this.connect();
+      if (!this.publisher) await this.connect();
       confirmed = this.publisher!.publish(this.sync.exchange, routingKey, body, publishPropertiesOf(envelope, headers));
       this.inFlight.add(confirmed);
       await confirmed;
