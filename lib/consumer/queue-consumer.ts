@@ -164,19 +164,24 @@ export class QueueConsumer {
   }
 
   /**
-   * Starts runs while there is room. A run takes at least a full share of the prefetch window
-   * (prefetch / concurrency, at most batchSize) when that many wait, and more when a burst
-   * leaves more for each free run. While runs are in progress, a new one starts only once a
-   * full share waits: under load, events commit in fewer, larger transactions (every
-   * transaction costs its begin, dedupe insert and commit), and an idle consumer still starts
-   * the first delivery at once. A run ending always pumps again, so nothing waits for long.
+   * Starts runs while there is room. Under load (the consumer holds at least half its prefetch
+   * window, so the broker has more for it) a run takes at least a full share of the window
+   * (prefetch / concurrency, at most batchSize), and while runs are in progress a new one
+   * starts only once a full share waits: events commit in fewer, larger transactions (every
+   * transaction costs its begin, dedupe insert and commit). Below that, what waits is split
+   * evenly over the free runs and starts at once: the events of a batch run one after another,
+   * so a consumer that keeps up spreads them out instead, and adds no wait to their latency. A
+   * run ending always pumps again, so nothing waits for long.
    */
   private pump(): void {
     const { concurrency, batchSize } = this.definition;
-    const fullShare = Math.min(batchSize, Math.ceil(Math.max(this.settings.prefetch, concurrency) / concurrency));
+    const window = Math.max(this.settings.prefetch, concurrency);
+    const fullShare = Math.min(batchSize, Math.ceil(window / concurrency));
     while (!this.stopped && this.running.size < concurrency && this.waiting.length > 0) {
-      if (this.running.size > 0 && this.waiting.length < fullShare) return;
-      const share = Math.min(batchSize, Math.max(fullShare, Math.ceil(this.waiting.length / (concurrency - this.running.size))));
+      const underLoad = 2 * (this.waiting.length + this.runningMessages) >= window;
+      if (underLoad && this.running.size > 0 && this.waiting.length < fullShare) return;
+      const even = Math.ceil(this.waiting.length / (concurrency - this.running.size));
+      const share = Math.min(batchSize, underLoad ? Math.max(fullShare, even) : even);
       const { channel, message } = this.waiting.shift()!;
       const messages = [message];
       while (messages.length < share && this.waiting[0]?.channel === channel) messages.push(this.waiting.shift()!.message);
