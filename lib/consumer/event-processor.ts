@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { EntityManager } from 'typeorm';
 import { AbortedTransactionError } from '../errors/aborted-transaction.error.js';
+import { HandlerTimeoutError } from '../errors/handler-timeout.error.js';
 import { NonRetryableError } from '../errors/non-retryable.error.js';
 import type { SyncOutbox } from '../outbox/sync-outbox.js';
 import { driverErrorOf, isStorableId, isTransientConflict } from '../persistence/dialect.js';
@@ -25,6 +26,8 @@ export class EventProcessor {
   private readonly logger = new Logger('SyncConsumer');
   private readonly settler = new Settler();
   private readonly warnedIdSources = new Set<string>();
+  /** Handlers whose last batch had a failing member: their next batches run isolated. */
+  private readonly failingLately = new WeakSet<ConsumerDefinition>();
 
   constructor(
     private readonly inbox: InboxStore,
@@ -101,29 +104,41 @@ export class EventProcessor {
         await this.process(channel, message, definition);
       }
     }
-    await this.handleBatch(channel, batch, definition);
+    await this.handleBatch(channel, batch, definition, this.failingLately.has(definition));
   }
 
-  private async handleBatch(channel: ConfirmChannel, batch: Array<{ message: ConsumeMessage; event: IncomingEvent }>, definition: ConsumerDefinition): Promise<void> {
+  /**
+   * `isolated`: each handler runs inside a savepoint, so one that throws is rolled back alone
+   * (with its dedupe row) and the others commit. Used for what is left of a batch after one of
+   * its handlers failed, and for the next batches of that handler until one has no failure; the
+   * others take no savepoints, which would cost every event a round trip.
+   */
+  private async handleBatch(channel: ConfirmChannel, batch: Array<{ message: ConsumeMessage; event: IncomingEvent }>, definition: ConsumerDefinition, isolated = false): Promise<void> {
     if (batch.length <= 1) {
       for (const { message, event } of batch) await this.handle(channel, message, definition, event);
       return;
     }
+    const failed = new Map<number, unknown>();
     let outcome: { isNew: boolean[]; result: Run[] };
     try {
       outcome = await this.inbox.runBatch(
         definition.consumer,
         batch.map(({ event }) => event.eventId),
         async (manager, isNew) => {
+          failed.clear();
           const runs: Run[] = [];
           for (const [index, { message, event }] of batch.entries()) {
             if (!isNew[index]) continue;
+            if (isolated) await this.inbox.savepoint(manager);
             try {
               runs[index] = await this.run(manager, definition, event, message);
             } catch (error) {
               // A lock conflict re-runs the whole batch; an aborted transaction is not this handler's doing.
               if (isTransientConflict(this.inbox.dialect, error) || isAbortedTransaction(error)) throw error;
-              throw new BatchMemberFailed(index, error);
+              // A timed-out run may still be using the connection: only a whole rollback is safe then.
+              if (!isolated || error instanceof HandlerTimeoutError) throw new BatchMemberFailed(index, error);
+              await this.inbox.rollbackToSavepoint(manager, definition.consumer, event.eventId);
+              failed.set(index, error);
             }
           }
           return runs;
@@ -131,20 +146,34 @@ export class EventProcessor {
       );
     } catch (error) {
       if (error instanceof BatchMemberFailed) {
+        this.failingLately.add(definition);
         const { message, event } = batch[error.index];
-        try {
-          await this.onFailure(channel, message, definition, event, error.cause);
-        } catch (settleError) {
-          this.requeueUnsettled(channel, message, definition, settleError);
-        }
-        return this.handleBatch(channel, batch.filter((_, index) => index !== error.index), definition);
+        await this.settleFailure(channel, message, definition, event, error.cause);
+        // PostgreSQL slows down for everyone once a transaction holds more than 64 subtransactions.
+        const rest = batch.filter((_, index) => index !== error.index);
+        for (let start = 0; start < rest.length; start += MAX_SAVEPOINTS) await this.handleBatch(channel, rest.slice(start, start + MAX_SAVEPOINTS), definition, true);
+        return;
       }
       for (const { message, event } of batch) await this.handleSettled(channel, message, definition, event);
       return;
     }
-    this.settler.ackAll(channel, batch.map(({ message }) => message));
-    for (const [index, { event }] of batch.entries()) this.countOutcome(outcome.isNew[index] ? outcome.result[index] : 'duplicate', event, definition);
+    if (failed.size > 0) this.failingLately.add(definition);
+    else this.failingLately.delete(definition);
+    this.settler.ackAll(channel, batch.filter((_, index) => !failed.has(index)).map(({ message }) => message));
+    for (const [index, { message, event }] of batch.entries()) {
+      if (failed.has(index)) await this.settleFailure(channel, message, definition, event, failed.get(index));
+      else this.countOutcome(outcome.isNew[index] ? outcome.result[index] : 'duplicate', event, definition);
+    }
     if (outcome.result.some((run) => run?.written > 0)) this.outbox.wake();
+  }
+
+  /** Sends a failed event the retry way; if that cannot be done, gives it back to the queue. */
+  private async settleFailure(channel: ConfirmChannel, message: ConsumeMessage, definition: ConsumerDefinition, event: IncomingEvent, error: unknown): Promise<void> {
+    try {
+      await this.onFailure(channel, message, definition, event, error);
+    } catch (settleError) {
+      this.requeueUnsettled(channel, message, definition, settleError);
+    }
   }
 
   /** `handle` as `process` runs it: a failure to settle requeues instead of throwing. */
@@ -327,6 +356,9 @@ function describe(event: IncomingEvent): string {
 function describeRaw(message: ConsumeMessage): string {
   return `Message ${message.properties.messageId ?? `#${message.fields.deliveryTag}`} (routing key ${message.fields.routingKey})`;
 }
+
+/** Handlers of one isolated batch at most, each in a savepoint of its own. */
+const MAX_SAVEPOINTS = 50;
 
 /** A handler of a batch threw: which one, and why. */
 class BatchMemberFailed extends Error {

@@ -11,6 +11,7 @@ export type InboxOutcome<T> = { status: 'processed'; result: T } | { status: 'du
 class AlreadyProcessed {}
 
 const MAX_CONFLICT_RERUNS = 3;
+const MEMBER_SAVEPOINT = 'sync_batch_member';
 
 /**
  * Runs a handler at most once per (consumer, event id) in effect: the dedupe row and the
@@ -124,6 +125,18 @@ export class InboxStore {
         if (conflicts >= MAX_CONFLICT_RERUNS || !isTransientConflict(this.dialect, error)) throw error;
       }
     }
+  }
+
+  /** Marks where the next handler of a batch starts, so it can be rolled back alone. */
+  async savepoint(manager: EntityManager): Promise<void> {
+    await manager.query(`SAVEPOINT ${MEMBER_SAVEPOINT}`);
+  }
+
+  /** Rolls back the handler since the last savepoint, and its event's dedupe row, so the event runs again later. */
+  async rollbackToSavepoint(manager: EntityManager, consumer: string, eventId: string): Promise<void> {
+    await manager.query(`ROLLBACK TO SAVEPOINT ${MEMBER_SAVEPOINT}`);
+    const [c, e] = this.dialect === 'postgres' ? ['$1', '$2'] : ['?', '?'];
+    await manager.query(`DELETE FROM ${this.table} WHERE consumer = ${c} AND event_id = ${e}`, [consumer, eventId]);
   }
 
   private async markBatch(manager: EntityManager, consumer: string, eventIds: string[]): Promise<boolean[]> {

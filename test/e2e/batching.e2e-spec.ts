@@ -101,6 +101,30 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
     expect(transactions.size).toBeLessThan(ids.length - 1);
   });
 
+  it('rolls back a second failing handler alone (savepoint) instead of running the batch again', async () => {
+    const ids = Array.from({ length: 12 }, (_, i) => `${unique('evt')}-${i}`);
+    const failing = [ids[2], ids[6], ids[10]];
+    for (const id of failing) behaviour.set(id, 'fail');
+    for (const id of ids) await broker.publishRaw(exchange, 'Batch.Changed', envelope(id, { id }));
+    runs.length = 0;
+    app = await start();
+
+    const dead = await broker.takeAll(deadLetterQueueName(`${service}.${consumer}`), failing.length);
+    await waitFor(() => app!.metrics.snapshot(consumer).handled === ids.length - failing.length, { what: '9 events handled' });
+    expect(dead.map((message) => JSON.parse(message.content.toString()).eventId).sort()).toEqual([...failing].sort());
+
+    // Each failing event ran once per attempt; a healthy one at most twice (the first pass, rolled
+    // back at the first failure, and the rest of the batch, where later failures roll back alone).
+    for (const id of failing) expect(runs.filter((run) => run.eventId === id).map((run) => run.attempt)).toEqual([1, 2]);
+    const healthy = ids.filter((id) => !failing.includes(id));
+    for (const id of healthy) expect(runs.filter((run) => run.eventId === id).length).toBeLessThanOrEqual(2);
+    // Effects and dedupe rows: one per healthy event; a failed event's dedupe row went with its savepoint.
+    const effects = await app.dataSource.getRepository(BatchEffect).findBy({ consumer, eventId: In(ids) });
+    expect(effects.map((effect) => effect.eventId).sort()).toEqual([...healthy].sort());
+    expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer, eventId: In(ids) })).toBe(healthy.length);
+    expect(app.metrics.snapshot(consumer)).toMatchObject({ handled: healthy.length, retried: failing.length, deadLettered: failing.length });
+  });
+
   if (engine === 'postgres') {
     it('falls back to one transaction per event when a handler swallows a database error, and retries only that event', async () => {
       const ids = Array.from({ length: 12 }, (_, i) => `${unique('evt')}-${i}`);

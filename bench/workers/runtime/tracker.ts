@@ -76,8 +76,8 @@ export class Tracker {
 
   /**
    * Wraps amqplib's Channel prototype (the copy the client in this process loads). The
-   * deliveries of the measured queue that are not settled yet are kept per channel, in delivery
-   * order, so a multiple ack (`allUpTo`) counts every message it covers.
+   * deliveries that are not settled yet are kept per channel, in delivery order, so a multiple
+   * ack (`allUpTo`) counts every message it covers.
    */
   instrument(prototype: ChannelPrototype): void {
     const tracker = this;
@@ -110,9 +110,9 @@ export class Tracker {
       return result;
     };
     prototype.consume = function (this: object, queue: string, callback: (message: any) => unknown, ...rest: any[]) {
-      if (queue !== tracker.queue) return consume.call(this, queue, callback, ...rest);
-      tracker.consumeStartedAt ??= now();
-      const open = new Map<number, any>();
+      // Every consume of the worker is a benchmark queue (scenario h consumes its partition queues).
+      if (queue === tracker.queue) tracker.consumeStartedAt ??= now();
+      const open = unsettled.get(this) ?? new Map<number, any>();
       unsettled.set(this, open);
       return consume.call(this, queue, (message: any) => {
         if (message) open.set(message.fields.deliveryTag, message);
