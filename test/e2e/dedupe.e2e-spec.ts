@@ -76,6 +76,21 @@ describe.each(ENGINES)('dedupe on %s', (engine) => {
       expect(app.metrics.snapshot(copied)).toMatchObject({ handled: 1, duplicates: 4, retried: 0, deadLettered: 0 });
     });
 
+    it('stores ids with quotes, backslashes and dollar signs exactly, and dedupes them', async () => {
+      // Ids are free text (1 to 200 characters, no NUL): quoting in any SQL the library builds must hold.
+      const duplicatesBefore = app.metrics.snapshot(copied).duplicates;
+      const ids = [`${unique('evt')}-it's`, `${unique('evt')}-back\\slash\\'`, `${unique('evt')}-$$-$1-é✓`];
+      for (const id of [...ids, ...ids]) await broker.publishRaw(app.exchange, 'Dedupe.Copied', envelope(id, 'Dedupe.Copied', { id }));
+
+      await waitFor(async () => (await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer: copied, eventId: In(ids) })) === ids.length, {
+        what: 'the three ids recorded',
+      });
+      await waitFor(() => app.metrics.snapshot(copied).duplicates === duplicatesBefore + ids.length, { what: 'the copies seen as duplicates' });
+      const stored = await app.dataSource.getRepository(SyncProcessedEvent).findBy({ consumer: copied, eventId: In(ids) });
+      expect(stored.map((row) => row.eventId).sort()).toEqual([...ids].sort());
+      expect((await app.dataSource.getRepository(DedupeEffect).findBy({ consumer: copied, eventId: In(ids) })).map((row) => row.eventId).sort()).toEqual([...ids].sort());
+    });
+
     it('rolls back the writes of a failed attempt and applies the retry once', async () => {
       const eventId = unique('evt');
       await broker.publishRaw(app.exchange, 'Dedupe.Flaky', envelope(eventId, 'Dedupe.Flaky', { n: 2 }));
