@@ -113,7 +113,7 @@ export class EventProcessor {
    * its handlers failed, and for the next batches of that handler until one has no failure; the
    * others take no savepoints, which would cost every event a round trip.
    */
-  private async handleBatch(channel: ConfirmChannel, batch: Array<{ message: ConsumeMessage; event: IncomingEvent }>, definition: ConsumerDefinition, isolated = false): Promise<void> {
+  private async handleBatch(channel: ConfirmChannel, batch: Array<{ message: ConsumeMessage; event: IncomingEvent }>, definition: ConsumerDefinition, isolated = false, rest = false): Promise<void> {
     if (batch.length <= 1) {
       for (const { message, event } of batch) await this.handle(channel, message, definition, event);
       return;
@@ -151,14 +151,15 @@ export class EventProcessor {
         await this.settleFailure(channel, message, definition, event, error.cause);
         // PostgreSQL slows down for everyone once a transaction holds more than 64 subtransactions.
         const rest = batch.filter((_, index) => index !== error.index);
-        for (let start = 0; start < rest.length; start += MAX_SAVEPOINTS) await this.handleBatch(channel, rest.slice(start, start + MAX_SAVEPOINTS), definition, true);
+        for (let start = 0; start < rest.length; start += MAX_SAVEPOINTS) await this.handleBatch(channel, rest.slice(start, start + MAX_SAVEPOINTS), definition, true, true);
         return;
       }
       for (const { message, event } of batch) await this.handleSettled(channel, message, definition, event);
       return;
     }
+    // The rest of a failed batch committing cleanly says nothing of the next batches.
     if (failed.size > 0) this.failingLately.add(definition);
-    else this.failingLately.delete(definition);
+    else if (!rest) this.failingLately.delete(definition);
     this.settler.ackAll(channel, batch.filter((_, index) => !failed.has(index)).map(({ message }) => message));
     for (const [index, { message, event }] of batch.entries()) {
       if (failed.has(index)) await this.settleFailure(channel, message, definition, event, failed.get(index));

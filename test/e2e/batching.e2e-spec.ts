@@ -24,6 +24,7 @@ function envelope(eventId: string, data: unknown): string {
  */
 describe.each(ENGINES)('batched deliveries on %s', (engine) => {
   const consumer = unique('Batch.onChanged');
+  const sticky = unique('Batch.onSticky');
   const runs: Array<{ eventId: string; attempt: number; transaction: unknown }> = [];
   const behaviour = new Map<string, 'fail' | 'swallow-db-error'>();
   const typeorm = typeOrmOptions(engine, [BatchEffect]);
@@ -42,6 +43,13 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
       const mode = behaviour.get(ctx.eventId);
       if (mode === 'fail') throw new Error(`event ${ctx.eventId} cannot be applied`);
       if (mode === 'swallow-db-error') await ctx.manager.query('SELECT * FROM no_such_table_here').catch(() => undefined);
+    }
+
+    @OnEvent('Batch.Sticky', { consumer: sticky, batchSize: 4, retry: { attempts: 2, delays: ['50ms'] } })
+    async onSticky(_data: unknown, ctx: EventContext) {
+      runs.push({ eventId: ctx.eventId, attempt: ctx.attempt, transaction: ctx.manager.queryRunner });
+      await ctx.manager.insert(BatchEffect, { consumer: sticky, eventId: ctx.eventId });
+      if (behaviour.get(ctx.eventId) === 'fail') throw new Error(`event ${ctx.eventId} cannot be applied`);
     }
   }
 
@@ -64,11 +72,10 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
 
   afterAll(async () => {
     const cleaner = await start();
-    await cleaner.dataSource.getRepository(BatchEffect).delete({ consumer });
-    await cleaner.dataSource.getRepository(SyncProcessedEvent).delete({ consumer });
+    await cleaner.dataSource.getRepository(BatchEffect).delete({ consumer: In([consumer, sticky]) });
+    await cleaner.dataSource.getRepository(SyncProcessedEvent).delete({ consumer: In([consumer, sticky]) });
     await cleaner.close();
-    const queue = `${service}.${consumer}`;
-    await broker.deleteQueues(queue, deadLetterQueueName(queue), `${queue}.retry.50`);
+    for (const queue of [`${service}.${consumer}`, `${service}.${sticky}`]) await broker.deleteQueues(queue, deadLetterQueueName(queue), `${queue}.retry.50`);
     await broker.deleteExchange(exchange);
     await broker.close();
     typeorm.cleanup();
@@ -123,6 +130,29 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
     expect(effects.map((effect) => effect.eventId).sort()).toEqual([...healthy].sort());
     expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer, eventId: In(ids) })).toBe(healthy.length);
     expect(app.metrics.snapshot(consumer)).toMatchObject({ handled: healthy.length, retried: failing.length, deadLettered: failing.length });
+  });
+
+  it('keeps taking savepoints in the next batches while their handlers keep failing', async () => {
+    // Batches of 4 with every fourth event failing at the third place: once a batch has failed,
+    // the next ones run isolated, so their first handlers are not run a second time.
+    const ids = Array.from({ length: 12 }, (_, i) => `${unique('evt')}-${i}`);
+    const failing = [ids[2], ids[6], ids[10]];
+    for (const id of failing) behaviour.set(id, 'fail');
+    for (const id of ids) await broker.publishRaw(exchange, 'Batch.Sticky', envelope(id, { id }).replace('Batch.Changed', 'Batch.Sticky'));
+    runs.length = 0;
+    app = await start();
+
+    const dead = await broker.takeAll(deadLetterQueueName(`${service}.${sticky}`), failing.length);
+    await waitFor(() => app!.metrics.snapshot(sticky).handled === ids.length - failing.length, { what: '9 events handled' });
+    expect(dead.map((message) => JSON.parse(message.content.toString()).eventId).sort()).toEqual([...failing].sort());
+    for (const id of failing) expect(runs.filter((run) => run.eventId === id).map((run) => run.attempt)).toEqual([1, 2]);
+    const healthy = ids.filter((id) => !failing.includes(id));
+    const ranTwice = healthy.filter((id) => runs.filter((run) => run.eventId === id).length === 2);
+    // Only the handlers before the first failure of the first failing batch ran twice (rolled back, then isolated).
+    expect(ranTwice.length).toBeLessThanOrEqual(2);
+    for (const id of healthy) expect(runs.filter((run) => run.eventId === id).length).toBeLessThanOrEqual(2);
+    const effects = await app.dataSource.getRepository(BatchEffect).findBy({ consumer: sticky, eventId: In(ids) });
+    expect(effects.map((effect) => effect.eventId).sort()).toEqual([...healthy].sort());
   });
 
   if (engine === 'postgres') {
