@@ -41,6 +41,11 @@ export class EventProcessor {
     return this.settler.track(channel);
   }
 
+  /** Hands a delivery that was never started back to the broker (shutdown). */
+  requeue(channel: ConfirmChannel, message: ConsumeMessage): void {
+    this.settler.requeue(channel, message);
+  }
+
   /**
    * Settles one delivery. A partitioned handler's failures retry in place (see `handleInPlace`);
    * `signal` aborts such a wait (the partition is being released), which hands the message back.

@@ -4,7 +4,6 @@ import type { ChannelModel as Connection, ConfirmChannel, ConsumeMessage } from 
 import type { QueueType } from '../interfaces/sync-module-options.interface.js';
 import { declareConsumerTopology, explainDeclareError } from '../transport/topology.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
-import type { DeliveryTracker } from './delivery-tracker.js';
 import type { EventProcessor } from './event-processor.js';
 
 const MAX_REOPEN_DELAY_MS = 30_000;
@@ -23,7 +22,6 @@ export interface ConsumerStatus {
 interface Delivery {
   channel: ConfirmChannel;
   message: ConsumeMessage;
-  tracker: DeliveryTracker;
 }
 
 /**
@@ -132,7 +130,7 @@ export class QueueConsumer {
       (message) => {
         if (!message) return this.onCancelledByBroker(channel);
         tracker.delivered(message.fields.deliveryTag);
-        this.accept({ channel, message, tracker });
+        this.accept({ channel, message });
       },
       { noAck: false },
     );
@@ -149,7 +147,7 @@ export class QueueConsumer {
 
   private accept(delivery: Delivery): void {
     if (this.stopped) {
-      requeue(delivery);
+      this.processor.requeue(delivery.channel, delivery.message);
       return;
     }
     this.waiting.push(delivery);
@@ -202,7 +200,7 @@ export class QueueConsumer {
     this.connection.removeListener('connect', this.onConnect);
     if (this.channel && this.consumerTag) await this.channel.cancel(this.consumerTag).catch(() => undefined);
     this.consumerTag = undefined;
-    this.waiting.splice(0).forEach(requeue);
+    for (const { channel, message } of this.waiting.splice(0)) this.processor.requeue(channel, message);
     return this.drain(timeoutMs);
   }
 
@@ -237,14 +235,5 @@ export class QueueConsumer {
     const channel = this.channel;
     this.channel = undefined;
     await channel?.close().catch(() => undefined);
-  }
-}
-
-function requeue({ channel, message, tracker }: Delivery): void {
-  tracker.settled(message.fields.deliveryTag);
-  try {
-    channel.nack(message, false, true);
-  } catch {
-    // Closed channel: the broker requeues unacked messages by itself.
   }
 }

@@ -14,8 +14,8 @@ class BatchEffect {
   @Column({ name: 'event_id', type: 'varchar', length: 200 }) eventId!: string;
 }
 
-function envelope(eventId: string, data: unknown): string {
-  return JSON.stringify({ eventId, eventType: 'Batch.Changed', data, timestamp: new Date().toISOString(), source: 'test' });
+function envelope(eventId: string, data: unknown, eventType = 'Batch.Changed'): string {
+  return JSON.stringify({ eventId, eventType, data, timestamp: new Date().toISOString(), source: 'test' });
 }
 
 /**
@@ -108,51 +108,46 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
     expect(transactions.size).toBeLessThan(ids.length - 1);
   });
 
-  it('rolls back a second failing handler alone (savepoint) instead of running the batch again', async () => {
+  /**
+   * Fills the queue of `eventType` with 12 events, those at `failAt` failing on every attempt,
+   * starts a consumer and waits until they are dead-lettered and the rest handled. Checks what
+   * holds in every batch mode: each failing event ran once per attempt, a healthy one at most
+   * twice (the first pass, rolled back at the first failure, and the rest of the batch, where
+   * later failures roll back alone), and effects exist for the healthy events only.
+   */
+  async function settleTwelve(eventType: string, name: string, failAt: number[]) {
     const ids = Array.from({ length: 12 }, (_, i) => `${unique('evt')}-${i}`);
-    const failing = [ids[2], ids[6], ids[10]];
+    const failing = failAt.map((index) => ids[index]);
     for (const id of failing) behaviour.set(id, 'fail');
-    for (const id of ids) await broker.publishRaw(exchange, 'Batch.Changed', envelope(id, { id }));
+    for (const id of ids) await broker.publishRaw(exchange, eventType, envelope(id, { id }, eventType));
     runs.length = 0;
     app = await start();
 
-    const dead = await broker.takeAll(deadLetterQueueName(`${service}.${consumer}`), failing.length);
-    await waitFor(() => app!.metrics.snapshot(consumer).handled === ids.length - failing.length, { what: '9 events handled' });
+    const dead = await broker.takeAll(deadLetterQueueName(`${service}.${name}`), failing.length);
+    await waitFor(() => app!.metrics.snapshot(name).handled === ids.length - failing.length, { what: `${ids.length - failing.length} events handled` });
     expect(dead.map((message) => JSON.parse(message.content.toString()).eventId).sort()).toEqual([...failing].sort());
-
-    // Each failing event ran once per attempt; a healthy one at most twice (the first pass, rolled
-    // back at the first failure, and the rest of the batch, where later failures roll back alone).
-    for (const id of failing) expect(runs.filter((run) => run.eventId === id).map((run) => run.attempt)).toEqual([1, 2]);
+    const runsOf = (id: string) => runs.filter((run) => run.eventId === id);
+    for (const id of failing) expect(runsOf(id).map((run) => run.attempt)).toEqual([1, 2]);
     const healthy = ids.filter((id) => !failing.includes(id));
-    for (const id of healthy) expect(runs.filter((run) => run.eventId === id).length).toBeLessThanOrEqual(2);
-    // Effects and dedupe rows: one per healthy event; a failed event's dedupe row went with its savepoint.
-    const effects = await app.dataSource.getRepository(BatchEffect).findBy({ consumer, eventId: In(ids) });
+    for (const id of healthy) expect(runsOf(id).length).toBeLessThanOrEqual(2);
+    const effects = await app.dataSource.getRepository(BatchEffect).findBy({ consumer: name, eventId: In(ids) });
     expect(effects.map((effect) => effect.eventId).sort()).toEqual([...healthy].sort());
-    expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer, eventId: In(ids) })).toBe(healthy.length);
-    expect(app.metrics.snapshot(consumer)).toMatchObject({ handled: healthy.length, retried: failing.length, deadLettered: failing.length });
+    return { ids, failing, healthy, runsOf };
+  }
+
+  it('rolls back a second failing handler alone (savepoint) instead of running the batch again', async () => {
+    const { ids, failing, healthy } = await settleTwelve('Batch.Changed', consumer, [2, 6, 10]);
+    // A failed event's dedupe row went with its savepoint.
+    expect(await app!.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer, eventId: In(ids) })).toBe(healthy.length);
+    expect(app!.metrics.snapshot(consumer)).toMatchObject({ handled: healthy.length, retried: failing.length, deadLettered: failing.length });
   });
 
   it('keeps taking savepoints in the next batches while their handlers keep failing', async () => {
     // Batches of 4 with every fourth event failing at the third place: once a batch has failed,
     // the next ones run isolated, so their first handlers are not run a second time.
-    const ids = Array.from({ length: 12 }, (_, i) => `${unique('evt')}-${i}`);
-    const failing = [ids[2], ids[6], ids[10]];
-    for (const id of failing) behaviour.set(id, 'fail');
-    for (const id of ids) await broker.publishRaw(exchange, 'Batch.Sticky', envelope(id, { id }).replace('Batch.Changed', 'Batch.Sticky'));
-    runs.length = 0;
-    app = await start();
-
-    const dead = await broker.takeAll(deadLetterQueueName(`${service}.${sticky}`), failing.length);
-    await waitFor(() => app!.metrics.snapshot(sticky).handled === ids.length - failing.length, { what: '9 events handled' });
-    expect(dead.map((message) => JSON.parse(message.content.toString()).eventId).sort()).toEqual([...failing].sort());
-    for (const id of failing) expect(runs.filter((run) => run.eventId === id).map((run) => run.attempt)).toEqual([1, 2]);
-    const healthy = ids.filter((id) => !failing.includes(id));
-    const ranTwice = healthy.filter((id) => runs.filter((run) => run.eventId === id).length === 2);
+    const { healthy, runsOf } = await settleTwelve('Batch.Sticky', sticky, [2, 6, 10]);
     // Only the handlers before the first failure of the first failing batch ran twice (rolled back, then isolated).
-    expect(ranTwice.length).toBeLessThanOrEqual(2);
-    for (const id of healthy) expect(runs.filter((run) => run.eventId === id).length).toBeLessThanOrEqual(2);
-    const effects = await app.dataSource.getRepository(BatchEffect).findBy({ consumer: sticky, eventId: In(ids) });
-    expect(effects.map((effect) => effect.eventId).sort()).toEqual([...healthy].sort());
+    expect(healthy.filter((id) => runsOf(id).length === 2).length).toBeLessThanOrEqual(2);
   });
 
   if (engine === 'postgres') {
