@@ -2,8 +2,10 @@ import { Inject, Injectable, Logger, type BeforeApplicationShutdown, type OnAppl
 import { ModuleRef } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import { DataSource } from 'typeorm';
+import type { ConsumerDefinition } from './consumer/consumer-definition.js';
 import { EventProcessor } from './consumer/event-processor.js';
 import { SyncExplorer } from './discovery/sync.explorer.js';
+import { InvalidDecoratorUsageError } from './errors/invalid-decorator-usage.error.js';
 import { MissingDataSourceError } from './errors/missing-data-source.error.js';
 import type { ResolvedSyncOptions } from './interfaces/sync-module-options.interface.js';
 import { assertRetentionCovers } from './options/resolve-options.js';
@@ -52,6 +54,7 @@ export class SyncLifecycle implements OnModuleInit, OnApplicationBootstrap, Befo
     }
     const gate = new TransactionGate(this.resolveDataSource());
     this.inbox = new InboxStore(gate);
+    assertPipelineFor(handlers, gate.dataSource);
     if (this.options.outbox.enabled) {
       this.outboxStore = new OutboxStore(gate, this.options.service);
       if (this.options.outbox.relay) this.relay = new OutboxRelay(this.outboxStore, this.client, this.options.outbox, this.metrics);
@@ -137,4 +140,18 @@ export class SyncLifecycle implements OnModuleInit, OnApplicationBootstrap, Befo
         .catch((error: Error) => this.logger.warn(`Pruning published outbox rows failed: ${error.message}`));
     }
   }
+}
+
+/**
+ * `parallel` handlers share one PostgreSQL connection at once: without pg's pipeline mode their
+ * statements would queue one behind the other (and pg deprecates queueing on a busy client).
+ */
+function assertPipelineFor(handlers: ConsumerDefinition[], dataSource: DataSource): void {
+  if (dataSource.options.type !== 'postgres') return;
+  const parallel = handlers.filter((handler) => handler.parallel).map((handler) => handler.label);
+  if (parallel.length === 0 || (dataSource.options.extra as { pipeline?: unknown } | undefined)?.pipeline === true) return;
+  throw new InvalidDecoratorUsageError(
+    `@OnEvent option parallel (${parallel.join(', ')}) runs the handlers of a batch at once on one PostgreSQL connection, which needs ` +
+      "pg's pipeline mode: add `extra: { pipeline: true }` to the DataSource options, or drop `parallel`.",
+  );
 }

@@ -21,6 +21,8 @@ export interface BenchOptions {
   concurrency: number;
   /** This library's `batchSize`; undefined: its default. */
   batchSize?: number;
+  /** This library's handlers (d–g) run with `parallel: true` (PostgreSQL pools in pipeline mode). */
+  parallel: boolean;
   /** Connections in each consumer's database pool. */
   pool: number;
   /** Failure-cost phase: percentage of events that fail once. */
@@ -50,6 +52,8 @@ export const USAGE = `Usage: npm run bench [-- options]      (npm run bench:smok
   --prefetch N        prefetch of every consumer (default 50)
   --concurrency N     this library's per-handler concurrency (default 4)
   --batch-size N      this library's batchSize (default: the library's default)
+  --parallel / --no-parallel  this library's handlers (d-g) with parallel: true and the
+                      PostgreSQL pool in pipeline mode (default: on)
   --pool N            database connections per consumer (default 10)
   --fail-pct P        failure-cost phase: % of events that fail once (default 10)
   --retry-delay MS    retry tier delay (default 1000)
@@ -76,7 +80,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     else if (next !== undefined && !next.startsWith('--')) flags.set(name, argv[++i]);
     else flags.set(name, true);
   }
-  const known = new Set(['rounds', 'events', 'scenarios', 'metrics', 'rate', 'duration', 'window', 'prefetch', 'concurrency', 'pool', 'fail-pct', 'retry-delay', 'soak', 'smoke', 'cpu-prof', 'write', 'no-write', 'render', 'batch-size']);
+  const known = new Set(['rounds', 'events', 'scenarios', 'metrics', 'rate', 'duration', 'window', 'prefetch', 'concurrency', 'pool', 'fail-pct', 'retry-delay', 'soak', 'smoke', 'cpu-prof', 'write', 'no-write', 'render', 'batch-size', 'parallel', 'no-parallel']);
   for (const name of flags.keys()) if (!known.has(name)) throw new Error(`unknown option --${name}\n\n${USAGE}`);
 
   const raw = (name: string): string | true | undefined => flags.get(name) ?? env[`BENCH_${name.toUpperCase().replace(/-/g, '_')}`];
@@ -115,6 +119,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     prefetch,
     concurrency: number('concurrency', 4),
     batchSize: raw('batch-size') === undefined ? undefined : number('batch-size', 1),
+    parallel: flag('no-parallel') ? false : raw('parallel') !== undefined ? flag('parallel') : true,
     pool: number('pool', 10),
     failPct: number('fail-pct', 10, 0),
     retryDelayMs: number('retry-delay', smoke ? 200 : 1000),

@@ -247,6 +247,7 @@ export function spawnWorker(ctx: RunContext, id: ScenarioId, role: 'consumer' | 
     prefetch: options.prefetch,
     concurrency: options.concurrency,
     batchSize: options.batchSize,
+    parallel: options.parallel,
     poolSize: options.pool,
     database: ctx.database.config(id),
     publisherDatabase: ctx.database.postgresConfig,

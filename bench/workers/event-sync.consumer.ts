@@ -23,7 +23,7 @@ const Users = new EntitySchema<UserRow>(usersEntityOptions(config.usersTable, co
 /** d–f: the plain path; g: the stale-event guard; h: partitions (one event at a time each, so no concurrency). */
 function handlerOptions(): OnEventOptions {
   if (config.scenario === 'h') return { partitions: BENCH_PARTITIONS };
-  return { concurrency: config.concurrency, ...(config.scenario === 'g' ? { ordering: 'key' as const } : {}) };
+  return { concurrency: config.concurrency, ...(config.parallel ? { parallel: true } : {}), ...(config.scenario === 'g' ? { ordering: 'key' as const } : {}) };
 }
 
 @Injectable()
@@ -56,7 +56,7 @@ class ConsumerModule {}
 function typeOrmOptions(database: DatabaseConfig, entities: Function[] | EntitySchema[], poolSize: number): TypeOrmModuleOptions {
   const common = { entities, autoLoadEntities: true, synchronize: false, logging: false } as const;
   return database.type === 'postgres'
-    ? { type: 'postgres', url: database.url, schema: database.schema, poolSize, ...common }
+    ? { type: 'postgres', url: database.url, schema: database.schema, poolSize, ...(config.parallel ? { extra: { pipeline: true } } : {}), ...common }
     : { type: 'better-sqlite3', database: database.path, ...common };
 }
 
@@ -65,7 +65,7 @@ async function main(): Promise<void> {
   await app.init();
   // The settings the library resolved for the handler (defaults included), for the report.
   const [handler] = app.get(SyncServer).registered as unknown as Array<Record<string, unknown>>;
-  const settings = Object.fromEntries(['concurrency', 'batchSize', 'ordering', 'partitions'].filter((key) => handler?.[key] !== undefined).map((key) => [key, String(handler[key])]));
+  const settings = Object.fromEntries(['concurrency', 'batchSize', 'parallel', 'ordering', 'partitions'].filter((key) => handler?.[key] !== undefined).map((key) => [key, String(handler[key])]));
   serveConsumer(config, tracker, () => app.close(), { prefetch: String(config.prefetch), ...settings });
 }
 

@@ -13,6 +13,8 @@ export interface ConsumerDefinition {
   concurrency: number;
   /** Waiting deliveries run together in one transaction, at most this many. */
   batchSize: number;
+  /** The handlers of a batch start at once instead of one after another. */
+  parallel: boolean;
   /** `key`: skip events whose sequence is not newer than the last one applied for their key. */
   ordering?: 'key';
   /** Spread over this many partition queues by key, each consumed by one instance at a time, in order. */

@@ -131,6 +131,7 @@ export class EventProcessor {
         batch.map(({ event }) => event.eventId),
         async (manager, isNew) => {
           failed.clear();
+          if (definition.parallel && !isolated) return this.runAtOnce(manager, definition, batch, isNew);
           const runs: Run[] = [];
           for (const [index, { message, event }] of batch.entries()) {
             if (!isNew[index]) continue;
@@ -141,7 +142,7 @@ export class EventProcessor {
               // A lock conflict re-runs the whole batch; an aborted transaction is not this handler's doing.
               if (isTransientConflict(this.inbox.dialect, error) || isAbortedTransaction(error)) throw error;
               // A timed-out run may still be using the connection: only a whole rollback is safe then.
-              if (!isolated || error instanceof HandlerTimeoutError) throw new BatchMemberFailed(index, error);
+              if (!isolated || error instanceof HandlerTimeoutError) throw new BatchMemberFailed(new Map([[index, error]]));
               await this.inbox.rollbackToSavepoint(manager, definition.consumer, event.eventId);
               failed.set(index, error);
             }
@@ -152,10 +153,9 @@ export class EventProcessor {
     } catch (error) {
       if (error instanceof BatchMemberFailed) {
         this.failingLately.add(definition);
-        const { message, event } = batch[error.index];
-        await this.settleFailure(channel, message, definition, event, error.cause);
+        for (const [index, cause] of error.failures) await this.settleFailure(channel, batch[index].message, definition, batch[index].event, cause);
         // PostgreSQL slows down for everyone once a transaction holds more than 64 subtransactions.
-        const rest = batch.filter((_, index) => index !== error.index);
+        const rest = batch.filter((_, index) => !error.failures.has(index));
         for (let start = 0; start < rest.length; start += MAX_SAVEPOINTS) await this.handleBatch(channel, rest.slice(start, start + MAX_SAVEPOINTS), definition, true, true);
         return;
       }
@@ -171,6 +171,33 @@ export class EventProcessor {
       else this.countOutcome(outcome.isNew[index] ? outcome.result[index] : 'duplicate', event, definition);
     }
     if (outcome.result.some((run) => run?.written > 0)) this.outbox.wake();
+  }
+
+  /**
+   * `parallel`: every new event's handler starts at once on the batch's connection (pg
+   * pipelines their statements). Waits for all of them before anything is rolled back. The
+   * handlers that failed on their own go the retry way and the others run again, isolated; an
+   * aborted transaction (25P02) is not counted against the handler that met it.
+   */
+  private async runAtOnce(manager: EntityManager, definition: ConsumerDefinition, batch: Array<{ message: ConsumeMessage; event: IncomingEvent }>, isNew: boolean[]): Promise<Run[]> {
+    const runs: Run[] = [];
+    const settled = await Promise.allSettled(batch.map(({ message, event }, index) => (isNew[index] ? this.run(manager, definition, event, message) : undefined)));
+    const failures = new Map<number, unknown>();
+    let aborted: unknown;
+    for (const [index, outcome] of settled.entries()) {
+      if (outcome.status === 'fulfilled') {
+        if (outcome.value) runs[index] = outcome.value;
+      } else if (isTransientConflict(this.inbox.dialect, outcome.reason)) {
+        throw outcome.reason;
+      } else if (isAbortedTransaction(outcome.reason)) {
+        aborted ??= outcome.reason;
+      } else {
+        failures.set(index, outcome.reason);
+      }
+    }
+    if (failures.size > 0) throw new BatchMemberFailed(failures);
+    if (aborted !== undefined) throw aborted;
+    return runs;
   }
 
   /** Sends a failed event the retry way; if that cannot be done, gives it back to the queue. */
@@ -366,12 +393,9 @@ function describeRaw(message: ConsumeMessage): string {
 /** Handlers of one isolated batch at most, each in a savepoint of its own. */
 const MAX_SAVEPOINTS = 50;
 
-/** A handler of a batch threw: which one, and why. */
+/** Handlers of a batch threw: which ones (by index in the batch), and why. */
 class BatchMemberFailed extends Error {
-  constructor(
-    readonly index: number,
-    override readonly cause: unknown,
-  ) {
+  constructor(readonly failures: Map<number, unknown>) {
     super('a handler of the batch failed');
   }
 }

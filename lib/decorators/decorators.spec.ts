@@ -28,6 +28,8 @@ describe('@OnEvent', () => {
     [() => OnEvent('X', { handlerTimeout: 0 }), /option `handlerTimeout` is not a valid duration/],
     [() => OnEvent('X', { partitions: 1 }), /partitions must be an integer from 2 to 64/],
     [() => OnEvent('X', { partitions: 4, concurrency: 2 }), /concurrency cannot be combined with partitions/],
+    [() => OnEvent('X', { parallel: 'yes' as never }), /parallel must be true or false/],
+    [() => OnEvent('X', { partitions: 4, parallel: true }), /parallel cannot be combined with partitions/],
     [() => PublishesEvent('X', { sequence: 3 as never }), /sequence must be a function/],
   ])('fails when applied wrongly (%#)', (apply, message) => {
     expect(apply).toThrow(InvalidDecoratorUsageError);

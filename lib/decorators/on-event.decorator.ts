@@ -39,11 +39,14 @@ function validateOptions(options: OnEventOptions): void {
   if (options.batchSize !== undefined && (!Number.isInteger(options.batchSize) || options.batchSize < 1 || options.batchSize > 1000)) {
     throw new InvalidDecoratorUsageError(`@OnEvent option batchSize must be an integer from 1 to 1000 (got ${JSON.stringify(options.batchSize)}).`);
   }
+  if (options.parallel !== undefined && typeof options.parallel !== 'boolean') {
+    throw new InvalidDecoratorUsageError(`@OnEvent option parallel must be true or false (got ${JSON.stringify(options.parallel)}).`);
+  }
   if (options.partitions !== undefined) {
     if (!Number.isInteger(options.partitions) || options.partitions < 2 || options.partitions > MAX_PARTITIONS) {
       throw new InvalidDecoratorUsageError(`@OnEvent option partitions must be an integer from 2 to ${MAX_PARTITIONS} (got ${JSON.stringify(options.partitions)}).`);
     }
-    for (const option of ['concurrency', 'batchSize'] as const) {
+    for (const option of ['concurrency', 'batchSize', 'parallel'] as const) {
       if (options[option] !== undefined) {
         throw new InvalidDecoratorUsageError(`@OnEvent option ${option} cannot be combined with partitions: each partition runs one event at a time, in order. Use more partitions for more parallelism.`);
       }

@@ -54,6 +54,7 @@ export class SyncExplorer {
           retry: onEvent.options.retry === undefined ? options.retry : resolveRetryPolicy(onEvent.options.retry, `${label} retry`),
           concurrency: onEvent.options.concurrency ?? DEFAULT_CONCURRENCY,
           batchSize: onEvent.options.partitions ? 1 : (onEvent.options.batchSize ?? options.batchSize),
+          parallel: onEvent.options.parallel ?? false,
           partitions: onEvent.options.partitions,
           ordering: onEvent.options.ordering,
           handlerTimeoutMs: resolveHandlerTimeout(onEvent.options.handlerTimeout, `${label} handlerTimeout`, options.handlerTimeoutMs),

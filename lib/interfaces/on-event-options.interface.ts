@@ -15,6 +15,13 @@ export interface OnEventOptions {
    */
   batchSize?: number;
   /**
+   * The handlers of one batch start at once, sharing its transaction, instead of one after
+   * another; on PostgreSQL their statements are pipelined on the batch's connection (the
+   * DataSource needs `extra: { pipeline: true }`). Gives up queue order within a batch, and a
+   * handler must not open a nested transaction on `ctx.manager`. Default false.
+   */
+  parallel?: boolean;
+  /**
    * `'key'`: a stale-event guard. The last applied `sequence` per event key is stored in
    * `sync_key_offsets` in the handler's transaction; an event whose sequence is not newer is
    * acked and skipped (counted as `stale`), and one after a gap runs with `ctx.gap` set. An

@@ -35,9 +35,9 @@ describe('SyncServer serving @EventPattern handlers', () => {
 
   it('keeps consumer names unique and reports handlers not yet started as stopped', () => {
     const instance = server();
-    instance.register({ consumer: 'a', queue: 'svc.a', eventTypes: ['A'], retry: options.retry, concurrency: 1, batchSize: 1, handlerTimeoutMs: false, label: 'X.a', handler: async () => undefined });
+    instance.register({ consumer: 'a', queue: 'svc.a', eventTypes: ['A'], retry: options.retry, concurrency: 1, batchSize: 1, parallel: false, handlerTimeoutMs: false, label: 'X.a', handler: async () => undefined });
     expect(() =>
-      instance.register({ consumer: 'a', queue: 'svc.a', eventTypes: ['B'], retry: options.retry, concurrency: 1, batchSize: 1, handlerTimeoutMs: false, label: 'Y.b', handler: async () => undefined }),
+      instance.register({ consumer: 'a', queue: 'svc.a', eventTypes: ['B'], retry: options.retry, concurrency: 1, batchSize: 1, parallel: false, handlerTimeoutMs: false, label: 'Y.b', handler: async () => undefined }),
     ).toThrow(/X\.a and Y\.b/);
     expect(instance.consumerStatus()).toEqual([{ consumer: 'a', queue: 'svc.a', state: 'stopped', inFlight: 0 }]);
   });

@@ -179,6 +179,7 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
         retry: this.sync.retry,
         concurrency: 1,
         batchSize: this.sync.batchSize,
+        parallel: false,
         handlerTimeoutMs: this.sync.handlerTimeoutMs,
         label: `@EventPattern(${pattern})`,
         handler,

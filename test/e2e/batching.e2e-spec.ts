@@ -25,9 +25,12 @@ function envelope(eventId: string, data: unknown, eventType = 'Batch.Changed'): 
 describe.each(ENGINES)('batched deliveries on %s', (engine) => {
   const consumer = unique('Batch.onChanged');
   const sticky = unique('Batch.onSticky');
+  const parallel = unique('Batch.onParallel');
   const runs: Array<{ eventId: string; attempt: number; transaction: unknown }> = [];
-  const behaviour = new Map<string, 'fail' | 'swallow-db-error'>();
-  const typeorm = typeOrmOptions(engine, [BatchEffect]);
+  const behaviour = new Map<string, 'fail' | 'swallow-db-error' | 'db-error'>();
+  // Pipelined connections on PostgreSQL: the parallel handler needs them, the others must not mind.
+  const typeorm = typeOrmOptions(engine, [BatchEffect], { pipeline: true });
+  const running = { now: 0, most: 0 };
   let broker: Broker;
   let app: TestApp | undefined;
   let service: string;
@@ -51,6 +54,21 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
       await ctx.manager.insert(BatchEffect, { consumer: sticky, eventId: ctx.eventId });
       if (behaviour.get(ctx.eventId) === 'fail') throw new Error(`event ${ctx.eventId} cannot be applied`);
     }
+
+    @OnEvent('Batch.Parallel', { consumer: parallel, parallel: true, retry: { attempts: 2, delays: ['50ms'] } })
+    async onParallel(_data: unknown, ctx: EventContext) {
+      running.most = Math.max(running.most, ++running.now);
+      try {
+        runs.push({ eventId: ctx.eventId, attempt: ctx.attempt, transaction: ctx.manager.queryRunner });
+        const mode = behaviour.get(ctx.eventId);
+        // Sent in the same pipeline as the other handlers' inserts, ahead of some of them.
+        if (mode === 'db-error') await ctx.manager.query('SELECT * FROM no_such_table_here');
+        await ctx.manager.insert(BatchEffect, { consumer: parallel, eventId: ctx.eventId });
+        if (mode === 'fail') throw new Error(`event ${ctx.eventId} cannot be applied`);
+      } finally {
+        running.now--;
+      }
+    }
   }
 
   const start = () => startApp({ engine, providers: [Projection], entities: [BatchEffect], typeorm, service, exchange, keepTopology: true });
@@ -72,10 +90,10 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
 
   afterAll(async () => {
     const cleaner = await start();
-    await cleaner.dataSource.getRepository(BatchEffect).delete({ consumer: In([consumer, sticky]) });
-    await cleaner.dataSource.getRepository(SyncProcessedEvent).delete({ consumer: In([consumer, sticky]) });
+    await cleaner.dataSource.getRepository(BatchEffect).delete({ consumer: In([consumer, sticky, parallel]) });
+    await cleaner.dataSource.getRepository(SyncProcessedEvent).delete({ consumer: In([consumer, sticky, parallel]) });
     await cleaner.close();
-    for (const queue of [`${service}.${consumer}`, `${service}.${sticky}`]) await broker.deleteQueues(queue, deadLetterQueueName(queue), `${queue}.retry.50`);
+    for (const queue of [`${service}.${consumer}`, `${service}.${sticky}`, `${service}.${parallel}`]) await broker.deleteQueues(queue, deadLetterQueueName(queue), `${queue}.retry.50`);
     await broker.deleteExchange(exchange);
     await broker.close();
     typeorm.cleanup();
@@ -150,7 +168,43 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
     expect(healthy.filter((id) => runsOf(id).length === 2).length).toBeLessThanOrEqual(2);
   });
 
+  it('runs the handlers of a parallel batch at once, retries the failing ones alone, and commits the others', async () => {
+    running.most = 0;
+    const { ids, failing, healthy } = await settleTwelve('Batch.Parallel', parallel, [2, 6, 10]);
+    expect(running.most).toBeGreaterThan(1);
+    expect(await app!.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer: parallel, eventId: In(ids) })).toBe(healthy.length);
+    expect(app!.metrics.snapshot(parallel)).toMatchObject({ handled: healthy.length, retried: failing.length, deadLettered: failing.length });
+  });
+
   if (engine === 'postgres') {
+    it('does not count the aborted transaction against the parallel handlers that met it', async () => {
+      // One handler's failed statement aborts the batch's transaction; the statements of the
+      // others that run at the same time then fail too (25P02). Only the first goes the retry way.
+      const ids = Array.from({ length: 12 }, (_, i) => `${unique('evt')}-${i}`);
+      const broken = ids[5];
+      behaviour.set(broken, 'db-error');
+      for (const id of ids) await broker.publishRaw(exchange, 'Batch.Parallel', envelope(id, { id }, 'Batch.Parallel'));
+      runs.length = 0;
+      app = await start();
+
+      const [dead] = await broker.takeAll(deadLetterQueueName(`${service}.${parallel}`), 1);
+      await waitFor(() => app!.metrics.snapshot(parallel).handled === ids.length - 1, { what: '11 events handled' });
+      expect(JSON.parse(dead.content.toString()).eventId).toBe(broken);
+      expect(dead.properties.headers?.[SYNC_HEADERS.errorMessage]).toMatch(/no_such_table_here/);
+      expect(app.metrics.snapshot(parallel)).toMatchObject({ handled: ids.length - 1, retried: 1, deadLettered: 1 });
+      const effects = await app.dataSource.getRepository(BatchEffect).findBy({ consumer: parallel, eventId: In(ids) });
+      expect(effects.map((effect) => effect.eventId).sort()).toEqual(ids.filter((id) => id !== broken).sort());
+    });
+
+    it('refuses to start a parallel handler on PostgreSQL connections without pipeline mode, saying how to fix it', async () => {
+      @Injectable()
+      class Unpipelined {
+        @OnEvent('Batch.Unpipelined', { consumer: unique('Batch.onUnpipelined'), parallel: true })
+        async onUnpipelined() {}
+      }
+      await expect(startApp({ engine, providers: [Unpipelined], entities: [BatchEffect] })).rejects.toThrow(/parallel \(Unpipelined\.onUnpipelined\).*extra: \{ pipeline: true \}/s);
+    });
+
     it('falls back to one transaction per event when a handler swallows a database error, and retries only that event', async () => {
       const ids = Array.from({ length: 12 }, (_, i) => `${unique('evt')}-${i}`);
       const swallowing = ids[4];
