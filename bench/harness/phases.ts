@@ -51,6 +51,8 @@ export interface ScenarioRound {
   brokerDisrupted?: boolean;
   /** Errors of earlier attempts of this round that a broker restart voided. */
   reruns?: string[];
+  /** Phases asked for but not run, and why. */
+  skipped?: string[];
 }
 
 /** Every phase of one scenario in one round, each with its own processes where it matters. */
@@ -170,14 +172,23 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
       seq += count;
       expectedRows += count;
     }
-    const failurePhase = want('failure') && options.failPct > 0;
+    const failEvery = Math.max(1, Math.round(100 / options.failPct));
+    // Retried in place, the failing events wait out their delay one partition at a time: a
+    // phase that needs longer than its timeout for that alone is not run (it would only fail).
+    const { retriesInPlaceOver } = SCENARIOS[id];
+    const waitInPlaceMs = retriesInPlaceOver ? ((events / failEvery) * options.retryDelayMs) / retriesInPlaceOver : 0;
+    const failurePhase = want('failure') && options.failPct > 0 && waitInPlaceMs < awaitTimeout / 2;
+    if (want('failure') && options.failPct > 0 && !failurePhase) {
+      (result.skipped ??= []).push(
+        `failure: its ${events / failEvery} failing events each hold one of ${retriesInPlaceOver} partitions for the ${options.retryDelayMs} ms retry delay (about ${Math.round(waitInPlaceMs / 1000)} s in all, the phase's timeout is ${Math.round(awaitTimeout / 1000)} s); run it with fewer --events or a shorter --retry-delay`,
+      );
+    }
     // The failure phase compares with e2e, so it gets fresh processes as e2e did; the smoke
     // (which only checks that everything is delivered) reuses the warm ones to stay short.
     const reuse = options.smoke && failurePhase && consumer !== undefined && publisher !== undefined;
     if (!reuse) await stopped(consumer, publisher);
 
     if (failurePhase) {
-      const failEvery = Math.max(1, Math.round(100 / options.failPct));
       const pair = reuse ? { consumer: consumer!, publisher: publisher! } : await startPair('failure');
       await pair.consumer.request('expect', { fromSeq: seq, count: events, failEvery, latency: false }, 10_000);
       const { published, done } = await timed('failure', async () => ({

@@ -235,6 +235,13 @@ export function renderRun(report: RunReport): string {
     for (const round of rerun) out.push(`- round ${round.round}, ${name(round.scenario)}: ${round.reruns!.length} time(s)`);
     out.push('');
   }
+  const skipped = new Map<string, ScenarioId>();
+  for (const round of report.rounds) for (const why of round.skipped ?? []) skipped.set(why, round.scenario);
+  if (skipped.size > 0) {
+    out.push('### Phases not run', '');
+    for (const [why, scenario] of skipped) out.push(`- ${name(scenario)}, ${why}`);
+    out.push('');
+  }
   const failed = report.rounds.filter((round) => !round.ok);
   if (failed.length > 0) {
     out.push('### Failed scenario rounds (left out of the figures)', '');

@@ -12,6 +12,8 @@ export interface Scenario {
   database: 'postgres' | 'sqlite';
   /** Scenarios d–g run this library, whose topology and dedupe table the library owns. */
   library: boolean;
+  /** Failed events wait out the retry delay in place, holding one of this many partitions. */
+  retriesInPlaceOver?: number;
 }
 
 export const SCENARIOS: Record<ScenarioId, Scenario> = {
@@ -86,6 +88,7 @@ export const SCENARIOS: Record<ScenarioId, Scenario> = {
     publisherScript: workerScript('event-sync.publisher'),
     database: 'postgres',
     library: true,
+    retriesInPlaceOver: BENCH_PARTITIONS,
   },
 };
 

@@ -176,8 +176,9 @@ export class EventProcessor {
   /**
    * `parallel`: every new event's handler starts at once on the batch's connection (pg
    * pipelines their statements). Waits for all of them before anything is rolled back. The
-   * handlers that failed on their own go the retry way and the others run again, isolated; an
-   * aborted transaction (25P02) is not counted against the handler that met it.
+   * handlers that failed on their own go the retry way and the others run again, isolated (one
+   * after another, in savepoints), as do the handler's next batches until one has no failure;
+   * an aborted transaction (25P02) is not counted against the handler that met it.
    */
   private async runAtOnce(manager: EntityManager, definition: ConsumerDefinition, batch: Array<{ message: ConsumeMessage; event: IncomingEvent }>, isNew: boolean[]): Promise<Run[]> {
     const runs: Run[] = [];

@@ -26,8 +26,9 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
   const consumer = unique('Batch.onChanged');
   const sticky = unique('Batch.onSticky');
   const parallel = unique('Batch.onParallel');
-  const runs: Array<{ eventId: string; attempt: number; transaction: unknown }> = [];
-  const behaviour = new Map<string, 'fail' | 'swallow-db-error' | 'db-error'>();
+  const runs: Array<{ eventId: string; attempt: number; transaction: unknown; together?: boolean }> = [];
+  const behaviour = new Map<string, 'fail' | 'swallow-db-error' | 'db-error' | 'fail-second-run' | 'block'>();
+  let blocking = Promise.resolve();
   // Pipelined connections on PostgreSQL: the parallel handler needs them, the others must not mind.
   const typeorm = typeOrmOptions(engine, [BatchEffect], { pipeline: true });
   const running = { now: 0, most: 0 };
@@ -59,12 +60,14 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
     async onParallel(_data: unknown, ctx: EventContext) {
       running.most = Math.max(running.most, ++running.now);
       try {
-        runs.push({ eventId: ctx.eventId, attempt: ctx.attempt, transaction: ctx.manager.queryRunner });
+        runs.push({ eventId: ctx.eventId, attempt: ctx.attempt, transaction: ctx.manager.queryRunner, together: running.now > 1 });
         const mode = behaviour.get(ctx.eventId);
+        if (mode === 'block') await blocking;
         // Sent in the same pipeline as the other handlers' inserts, ahead of some of them.
         if (mode === 'db-error') await ctx.manager.query('SELECT * FROM no_such_table_here');
         await ctx.manager.insert(BatchEffect, { consumer: parallel, eventId: ctx.eventId });
         if (mode === 'fail') throw new Error(`event ${ctx.eventId} cannot be applied`);
+        if (mode === 'fail-second-run' && runs.filter((run) => run.eventId === ctx.eventId).length === 2) throw new Error(`event ${ctx.eventId} failed on its second run`);
       } finally {
         running.now--;
       }
@@ -174,6 +177,44 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
     expect(running.most).toBeGreaterThan(1);
     expect(await app!.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer: parallel, eventId: In(ids) })).toBe(healthy.length);
     expect(app!.metrics.snapshot(parallel)).toMatchObject({ handled: healthy.length, retried: failing.length, deadLettered: failing.length });
+  });
+
+  it('runs what is left of a failed parallel batch one by one, in savepoints', async () => {
+    // Pass 1, all twelve at once: `failing` fails and is retried. Pass 2, the other eleven one
+    // after another in savepoints: `flaky` fails on its second run and is rolled back alone.
+    const ids = Array.from({ length: 12 }, (_, i) => `${unique('evt')}-${i}`);
+    const [failing, flaky] = [ids[3], ids[8]];
+    behaviour.set(failing, 'fail');
+    behaviour.set(flaky, 'fail-second-run');
+    // A first event holds the handler's one run while the twelve arrive, so they make one batch.
+    const blocker = unique('evt-blocker');
+    behaviour.set(blocker, 'block');
+    const release = deferred();
+    blocking = release.promise;
+    runs.length = 0;
+    app = await start();
+    await broker.publishRaw(exchange, 'Batch.Parallel', envelope(blocker, {}, 'Batch.Parallel'));
+    await waitFor(() => runs.some((run) => run.eventId === blocker), { what: 'the blocking run to start' });
+    for (const id of ids) await broker.publishRaw(exchange, 'Batch.Parallel', envelope(id, { id }, 'Batch.Parallel'));
+    await waitFor(async () => (await broker.messageCount(app!.queueOf(parallel))) === 0, { what: 'the twelve delivered' });
+    release.resolve();
+
+    const [dead] = await broker.takeAll(deadLetterQueueName(`${service}.${parallel}`), 1);
+    await waitFor(() => app!.metrics.snapshot(parallel).handled === ids.length, { what: '11 events and the blocker handled' });
+    expect(JSON.parse(dead.content.toString()).eventId).toBe(failing);
+    expect(app.metrics.snapshot(parallel)).toMatchObject({ handled: ids.length, retried: 2, deadLettered: 1 });
+    const runsOf = (id: string) => runs.filter((run) => run.eventId === id);
+    expect(runsOf(failing).map((run) => run.attempt)).toEqual([1, 2]);
+    // The flaky event: applied on its retry, after a rolled-back first run and a failed second.
+    expect(runsOf(flaky).map((run) => run.attempt)).toEqual([1, 1, 2]);
+    // The others ran twice: all at once (rolled back), then one by one.
+    const healthy = ids.filter((id) => id !== failing && id !== flaky);
+    for (const id of healthy) expect(runsOf(id).length).toBe(2);
+    expect(healthy.filter((id) => runsOf(id)[0].together).length).toBeGreaterThan(healthy.length / 2);
+    expect(healthy.filter((id) => runsOf(id)[1].together)).toEqual([]);
+    const effects = await app.dataSource.getRepository(BatchEffect).findBy({ consumer: parallel, eventId: In(ids) });
+    expect(effects.map((effect) => effect.eventId).sort()).toEqual(ids.filter((id) => id !== failing).sort());
+    expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer: parallel, eventId: In(ids) })).toBe(ids.length - 1);
   });
 
   if (engine === 'postgres') {
