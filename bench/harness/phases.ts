@@ -177,8 +177,9 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
     // phase that needs longer than its timeout for that alone is not run (it would only fail).
     const { retriesInPlaceOver } = SCENARIOS[id];
     const waitInPlaceMs = retriesInPlaceOver ? ((events / failEvery) * options.retryDelayMs) / retriesInPlaceOver : 0;
-    const failurePhase = want('failure') && options.failPct > 0 && waitInPlaceMs < awaitTimeout / 2;
-    if (want('failure') && options.failPct > 0 && !failurePhase) {
+    const failureWanted = want('failure') && options.failPct > 0;
+    const failurePhase = failureWanted && waitInPlaceMs < awaitTimeout / 2;
+    if (failureWanted && !failurePhase) {
       (result.skipped ??= []).push(
         `failure: its ${events / failEvery} failing events each hold one of ${retriesInPlaceOver} partitions for the ${options.retryDelayMs} ms retry delay (about ${Math.round(waitInPlaceMs / 1000)} s in all, the phase's timeout is ${Math.round(awaitTimeout / 1000)} s); run it with fewer --events or a shorter --retry-delay`,
       );
