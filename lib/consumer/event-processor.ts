@@ -7,6 +7,7 @@ import { NonRetryableError } from '../errors/non-retryable.error.js';
 import type { SyncOutbox } from '../outbox/sync-outbox.js';
 import { driverErrorOf, isStorableId, isTransientConflict } from '../persistence/dialect.js';
 import type { InboxStore } from '../persistence/inbox.store.js';
+import { holdWritesForOneTurn } from '../persistence/write-hold.js';
 import type { ResolvedSyncOptions } from '../interfaces/sync-module-options.interface.js';
 import type { SyncMetrics } from '../sync.metrics.js';
 import { partitionExchangeName } from '../transport/topology.js';
@@ -175,13 +176,15 @@ export class EventProcessor {
 
   /**
    * `parallel`: every new event's handler starts at once on the batch's connection (pg
-   * pipelines their statements). Waits for all of them before anything is rolled back. The
+   * pipelines their statements, and on PostgreSQL the statements they start in the same turn
+   * leave in one write). Waits for all of them before anything is rolled back. The
    * handlers that failed on their own go the retry way and the others run again, isolated (one
    * after another, in savepoints), as do the handler's next batches until one has no failure;
    * an aborted transaction (25P02) is not counted against the handler that met it.
    */
   private async runAtOnce(manager: EntityManager, definition: ConsumerDefinition, batch: Array<{ message: ConsumeMessage; event: IncomingEvent }>, isNew: boolean[]): Promise<Run[]> {
     const runs: Run[] = [];
+    if (this.inbox.dialect === 'postgres') holdWritesForOneTurn(manager);
     const settled = await Promise.allSettled(batch.map(({ message, event }, index) => (isNew[index] ? this.run(manager, definition, event, message) : undefined)));
     const failures = new Map<number, unknown>();
     let aborted: unknown;

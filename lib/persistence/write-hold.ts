@@ -1,0 +1,20 @@
+import type { EntityManager } from 'typeorm';
+
+interface Socket {
+  cork(): void;
+  uncork(): void;
+}
+
+/**
+ * Holds the writes of a transaction's PostgreSQL connection until the next turn of the event
+ * loop. pg writes every statement with a system call of its own; the handlers of a parallel
+ * batch send theirs within one turn, so held, they leave together in one. A connection that
+ * does not expose its socket is left as it is.
+ */
+export function holdWritesForOneTurn(manager: EntityManager): void {
+  const client = manager.queryRunner as { databaseConnection?: { connection?: { stream?: Partial<Socket> } } } | undefined;
+  const socket = client?.databaseConnection?.connection?.stream;
+  if (typeof socket?.cork !== 'function' || typeof socket.uncork !== 'function') return;
+  socket.cork();
+  setImmediate(() => socket.uncork!());
+}
