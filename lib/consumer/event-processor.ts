@@ -184,7 +184,7 @@ export class EventProcessor {
    */
   private async runAtOnce(manager: EntityManager, definition: ConsumerDefinition, batch: Array<{ message: ConsumeMessage; event: IncomingEvent }>, isNew: boolean[]): Promise<Run[]> {
     const runs: Run[] = [];
-    if (this.inbox.dialect === 'postgres') holdWritesForOneTurn(manager);
+    holdWritesForOneTurn(manager);
     const settled = await Promise.allSettled(batch.map(({ message, event }, index) => (isNew[index] ? this.run(manager, definition, event, message) : undefined)));
     const failures = new Map<number, unknown>();
     let aborted: unknown;

@@ -65,7 +65,7 @@ describe('holding the writes of a pipelined PostgreSQL connection for one turn',
     expect(writes).toBe(5);
   });
 
-  it('leaves a connection without a socket of its own (SQLite) as it is', async () => {
+  it('leaves another database (SQLite) as it is', async () => {
     const { options, cleanup } = typeOrmOptions('sqlite', []);
     const { autoLoadEntities: _unused, ...sqliteOptions } = options as Record<string, unknown>;
     const sqlite = await new DataSource(sqliteOptions as never).initialize();
