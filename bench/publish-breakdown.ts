@@ -65,7 +65,8 @@ async function main(): Promise<void> {
   @Module({
     imports: [
       TypeOrmModule.forRoot({ type: 'postgres', url: POSTGRES_URL, synchronize: false, logging: false }),
-      SyncModule.forRoot({ service: runId, url: AMQP_URL, exchange }),
+      // Publishes directly, never through the outbox, so it needs no outbox table.
+      SyncModule.forRoot({ service: runId, url: AMQP_URL, exchange, outbox: false }),
     ],
   })
   class PublisherModule {}
