@@ -1,6 +1,6 @@
 import type { ScenarioId } from '../workers/runtime/protocol.js';
 
-export const ALL_SCENARIOS: ScenarioId[] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
+export const ALL_SCENARIOS: ScenarioId[] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'];
 export const ALL_METRICS = ['e2e', 'publish', 'drain', 'latency', 'failure'] as const;
 export type Metric = (typeof ALL_METRICS)[number];
 
@@ -44,7 +44,7 @@ export const USAGE = `Usage: npm run bench [-- options]      (npm run bench:smok
 
   --rounds N          rounds, scenarios interleaved in each (default 3)
   --events N          events per throughput phase (default 20000)
-  --scenarios LIST    subset, e.g. a,c,d (default a,b,c,d,e,f,g,h)
+  --scenarios LIST    subset, e.g. a,c,d (default a,b,c,d,e,f,g,h,i)
   --metrics LIST      subset of e2e,publish,drain,latency,failure (default all)
   --rate N            latency phase (and soak) rate, events/s (default 1000)
   --duration S        latency phase length, seconds (default 10)

@@ -90,6 +90,15 @@ export const SCENARIOS: Record<ScenarioId, Scenario> = {
     library: true,
     retriesInPlaceOver: BENCH_PARTITIONS,
   },
+  i: {
+    id: 'i',
+    label: "nestjs-event-sync, (a)'s SQL (PostgreSQL)",
+    description: "as d, but the handler runs (a)'s upsert statement through ctx.manager.query instead of TypeORM's upsert builder: the same handler work as (a), so (i) against (a) is what the library's guarantees cost",
+    consumerScript: workerScript('event-sync.consumer'),
+    publisherScript: workerScript('event-sync.publisher'),
+    database: 'postgres',
+    library: true,
+  },
 };
 
 /** Names one scenario uses in one run: all unique to the run, all deleted afterwards. */
