@@ -5,18 +5,23 @@
  * queue on the local broker:
  *
  * 1. raw amqplib with scenario (a)'s body and properties (persistent, contentType);
- * 2. as 1 with the envelope of the wire contract as the body (eventId, eventType, data,
+ * 2. as 1 with a messageId (a UUID, as the library sends the event id);
+ * 3. as 1 with the envelope of the wire contract as the body (eventId, eventType, data,
  *    timestamp, source);
- * 3. raw amqplib with the whole wire contract: the envelope, and the AMQP properties DESIGN §3
+ * 4. raw amqplib with the whole wire contract but its messageId;
+ * 5. raw amqplib with the whole wire contract: the envelope, and the AMQP properties DESIGN §3
  *    asks for (messageId, type, appId, timestamp, contentType, mandatory);
- * 4. as 3 through amqp-connection-manager's confirm channel (what the library publishes on);
- * 5. `SyncPublisher.publish(type, data)`;
- * 6. `SyncPublisher.publish(type, data, { key })` (adds the key and its bucket header).
+ * 6. as 5 through amqp-connection-manager's confirm channel (what the library publishes on);
+ * 7. `SyncPublisher.publish(type, data)`;
+ * 8. `SyncPublisher.publish(type, data, { key })` (adds the key and its bucket header).
  *
- * Prints events/s per step (median, min–max) and each step's ratio to step 1 within a round.
+ * Prints events/s per step (median, min–max), each step's ratio to step 1 within a round, and
+ * the CPU time per message of this process and of the local broker (from /proc, on Linux).
  */
 import 'reflect-metadata';
+import { execSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
@@ -76,23 +81,33 @@ async function main(): Promise<void> {
 
   const confirmed = (publish: (done: (error: unknown) => void) => void) =>
     new Promise<void>((resolve, reject) => publish((error) => (error ? reject(error) : resolve())));
+  const aProperties = { persistent: true, contentType: 'application/json' };
   const steps: Array<[string, PublishOne]> = [
-    ['1 raw amqplib, (a) properties', (event) => confirmed((done) => channel.publish(exchange, EVENT_TYPE, Buffer.from(JSON.stringify(event)), { persistent: true, contentType: 'application/json' }, done))],
-    ['2 raw amqplib, envelope body, (a) properties', (event) => confirmed((done) => channel.publish(exchange, EVENT_TYPE, contract(event).body, { persistent: true, contentType: 'application/json' }, done))],
-    ['3 raw amqplib, wire contract', (event) => confirmed((done) => { const { body, properties } = contract(event); channel.publish(exchange, EVENT_TYPE, body, properties, done); })],
-    ['4 amqp-connection-manager, wire contract', (event) => { const { body, properties } = contract(event); return wrapper.publish(exchange, EVENT_TYPE, body, properties); }],
-    ['5 SyncPublisher.publish', (event) => publisher.publish(EVENT_TYPE, event)],
-    ['6 SyncPublisher.publish with a key', (event) => publisher.publish(EVENT_TYPE, event, { key: event.id })],
+    ['1 raw amqplib, (a) properties', (event) => confirmed((done) => channel.publish(exchange, EVENT_TYPE, Buffer.from(JSON.stringify(event)), aProperties, done))],
+    ['2 raw amqplib, (a) properties and a messageId', (event) => confirmed((done) => channel.publish(exchange, EVENT_TYPE, Buffer.from(JSON.stringify(event)), { ...aProperties, messageId: randomUUID() }, done))],
+    ['3 raw amqplib, envelope body, (a) properties', (event) => confirmed((done) => channel.publish(exchange, EVENT_TYPE, contract(event).body, aProperties, done))],
+    ['4 raw amqplib, wire contract but its messageId', (event) => confirmed((done) => { const { body, properties } = contract(event); channel.publish(exchange, EVENT_TYPE, body, { ...properties, messageId: undefined }, done); })],
+    ['5 raw amqplib, wire contract', (event) => confirmed((done) => { const { body, properties } = contract(event); channel.publish(exchange, EVENT_TYPE, body, properties, done); })],
+    ['6 amqp-connection-manager, wire contract', (event) => { const { body, properties } = contract(event); return wrapper.publish(exchange, EVENT_TYPE, body, properties); }],
+    ['7 SyncPublisher.publish', (event) => publisher.publish(EVENT_TYPE, event)],
+    ['8 SyncPublisher.publish with a key', (event) => publisher.publish(EVENT_TYPE, event, { key: event.id })],
   ];
+  const broker = brokerCpu();
   const rates = new Map<string, number[]>(steps.map(([name]) => [name, []]));
   const ratios = new Map<string, number[]>(steps.map(([name]) => [name, []]));
+  const ownCpu = new Map<string, number[]>(steps.map(([name]) => [name, []]));
+  const brokerCpuPer = new Map<string, number[]>(steps.map(([name]) => [name, []]));
   let seq = 0;
   for (let round = 1; round <= rounds; round++) {
     const order = steps.map((_, i) => steps[(i + round - 1) % steps.length]);
     const thisRound = new Map<string, number>();
     for (const [name, publishOne] of order) {
       await channel.purgeQueue(queue);
+      const [ownBefore, brokerBefore] = [process.cpuUsage(), broker?.()];
       const result = await burst(publishOne, { tag: runId, fromSeq: seq, count: events, window: WINDOW });
+      const own = process.cpuUsage(ownBefore);
+      ownCpu.get(name)!.push((own.user + own.system) / events);
+      if (broker && brokerBefore !== undefined) brokerCpuPer.get(name)!.push(((broker() - brokerBefore) * 1000) / events);
       seq += events;
       const rate = events / ((result.lastConfirmAt - result.firstPublishAt) / 1000);
       thisRound.set(name, rate);
@@ -103,10 +118,12 @@ async function main(): Promise<void> {
   }
 
   console.log(`\n${events} events per step, ${rounds} rounds, interleaved\n`);
-  console.log('| step | events/s | ratio to 1 |\n| --- | ---: | ---: |');
+  console.log(`| step | events/s | ratio to 1 | CPU per message, this process (µs) | the broker (µs) |\n| --- | ---: | ---: | ---: | ---: |`);
+  const micros = (x: number) => x.toFixed(0);
   for (const [name] of steps) {
     const [rate, ratio] = [spread(rates.get(name)!, (x) => Math.round(x).toLocaleString('en-US')), spread(ratios.get(name)!, (x) => `${x.toFixed(2)}×`)];
-    console.log(`| ${name.slice(2)} | ${rate} | ${ratio} |`);
+    const brokerText = brokerCpuPer.get(name)!.length > 0 ? spread(brokerCpuPer.get(name)!, micros) : '–';
+    console.log(`| ${name.slice(2)} | ${rate} | ${ratio} | ${spread(ownCpu.get(name)!, micros)} | ${brokerText} |`);
   }
 
   await app.close();
@@ -115,6 +132,22 @@ async function main(): Promise<void> {
   await channel.deleteQueue(queue);
   await channel.deleteExchange(exchange);
   await connection.close();
+}
+
+/** CPU milliseconds used so far by the local RabbitMQ (its Erlang VM), or undefined where /proc or the process is not there. */
+function brokerCpu(): (() => number) | undefined {
+  try {
+    const pid = execSync('pgrep -o -f beam.smp', { encoding: 'utf8' }).trim();
+    const ticksPerSecond = Number(execSync('getconf CLK_TCK', { encoding: 'utf8' }).trim()) || 100;
+    const read = (): number => {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond; // utime + stime
+    };
+    read();
+    return read;
+  } catch {
+    return undefined;
+  }
 }
 
 function spread(values: number[], format: (x: number) => string): string {
