@@ -59,7 +59,7 @@ export class DatabaseAdmin {
     return { type: 'postgres', url: this.postgresUrl, schema: this.schema };
   }
 
-  /** Empties the scenario's tables (and the library's, for d–g), so every round starts from the same state. */
+  /** Empties the scenario's tables (and the library's, for d–i), so every round starts from the same state. */
   async reset(id: ScenarioId): Promise<void> {
     if (SCENARIOS[id].database === 'sqlite') {
       const rows: Array<{ name: string }> = await this.sqlite!.query(`SELECT name FROM sqlite_master WHERE type = 'table'`);

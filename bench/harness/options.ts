@@ -21,7 +21,7 @@ export interface BenchOptions {
   concurrency: number;
   /** This library's `batchSize`; undefined: its default. */
   batchSize?: number;
-  /** This library's handlers (d–g) run with `parallel: true` (PostgreSQL pools in pipeline mode). */
+  /** This library's handlers (d–i) run with `parallel: true` (PostgreSQL pools in pipeline mode). */
   parallel: boolean;
   /** Connections in each consumer's database pool. */
   pool: number;

@@ -10,7 +10,7 @@ export interface Scenario {
   consumerScript: string;
   publisherScript: string;
   database: 'postgres' | 'sqlite';
-  /** Scenarios d–g run this library, whose topology and dedupe table the library owns. */
+  /** Scenarios d–i run this library, whose topology and dedupe table the library owns. */
   library: boolean;
   /** Failed events wait out the retry delay in place, holding one of this many partitions. */
   retriesInPlaceOver?: number;
