@@ -93,37 +93,36 @@ async function main(): Promise<void> {
     ['8 SyncPublisher.publish with a key', (event) => publisher.publish(EVENT_TYPE, event, { key: event.id })],
   ];
   const broker = brokerCpu();
-  const rates = new Map<string, number[]>(steps.map(([name]) => [name, []]));
-  const ratios = new Map<string, number[]>(steps.map(([name]) => [name, []]));
-  const ownCpu = new Map<string, number[]>(steps.map(([name]) => [name, []]));
-  const brokerCpuPer = new Map<string, number[]>(steps.map(([name]) => [name, []]));
+  // Per step, one value per round: events/s, ratio to step 1, CPU µs per message of this process and of the broker.
+  const figures = new Map(steps.map(([name]) => [name, { rates: [] as number[], ratios: [] as number[], ownCpu: [] as number[], brokerCpu: [] as number[] }]));
   let seq = 0;
   for (let round = 1; round <= rounds; round++) {
     const order = steps.map((_, i) => steps[(i + round - 1) % steps.length]);
     const thisRound = new Map<string, number>();
     for (const [name, publishOne] of order) {
       await channel.purgeQueue(queue);
+      const step = figures.get(name)!;
       const [ownBefore, brokerBefore] = [process.cpuUsage(), broker?.()];
       const result = await burst(publishOne, { tag: runId, fromSeq: seq, count: events, window: WINDOW });
       const own = process.cpuUsage(ownBefore);
-      ownCpu.get(name)!.push((own.user + own.system) / events);
-      if (broker && brokerBefore !== undefined) brokerCpuPer.get(name)!.push(((broker() - brokerBefore) * 1000) / events);
+      step.ownCpu.push((own.user + own.system) / events);
+      if (broker) step.brokerCpu.push(((broker() - brokerBefore!) * 1000) / events);
       seq += events;
       const rate = events / ((result.lastConfirmAt - result.firstPublishAt) / 1000);
       thisRound.set(name, rate);
-      rates.get(name)!.push(rate);
+      step.rates.push(rate);
     }
-    for (const [name] of steps) ratios.get(name)!.push(thisRound.get(name)! / thisRound.get(steps[0][0])!);
+    for (const [name] of steps) figures.get(name)!.ratios.push(thisRound.get(name)! / thisRound.get(steps[0][0])!);
     console.log(`round ${round}/${rounds}: ${steps.map(([name]) => `${name.slice(0, 1)}=${Math.round(thisRound.get(name)!)}`).join(' ')}`);
   }
 
   console.log(`\n${events} events per step, ${rounds} rounds, interleaved\n`);
   console.log(`| step | events/s | ratio to 1 | CPU per message, this process (µs) | the broker (µs) |\n| --- | ---: | ---: | ---: | ---: |`);
   const micros = (x: number) => x.toFixed(0);
-  for (const [name] of steps) {
-    const [rate, ratio] = [spread(rates.get(name)!, (x) => Math.round(x).toLocaleString('en-US')), spread(ratios.get(name)!, (x) => `${x.toFixed(2)}×`)];
-    const brokerText = brokerCpuPer.get(name)!.length > 0 ? spread(brokerCpuPer.get(name)!, micros) : '–';
-    console.log(`| ${name.slice(2)} | ${rate} | ${ratio} | ${spread(ownCpu.get(name)!, micros)} | ${brokerText} |`);
+  for (const [name, step] of figures) {
+    const [rate, ratio] = [spread(step.rates, (x) => Math.round(x).toLocaleString('en-US')), spread(step.ratios, (x) => `${x.toFixed(2)}×`)];
+    const brokerText = broker ? spread(step.brokerCpu, micros) : '–';
+    console.log(`| ${name.slice(2)} | ${rate} | ${ratio} | ${spread(step.ownCpu, micros)} | ${brokerText} |`);
   }
 
   await app.close();
