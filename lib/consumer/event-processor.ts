@@ -136,14 +136,23 @@ export class EventProcessor {
           const runs: Run[] = [];
           for (const [index, { message, event }] of batch.entries()) {
             if (!isNew[index]) continue;
-            if (isolated) await this.inbox.savepoint(manager);
+            // Not awaited before the handler starts: on a pipelined connection the savepoint leaves
+            // with the handler's first statement, in one write (one round trip per event, not
+            // two). The driver still runs them in the order they were issued.
+            if (isolated) holdWritesForOneTurn(manager);
+            const marked = isolated ? this.inbox.savepoint(manager) : undefined;
+            marked?.catch(() => undefined);
             try {
               runs[index] = await this.run(manager, definition, event, message);
+              await marked;
             } catch (error) {
+              // Without its savepoint there is nothing to roll back to: the whole batch falls back.
+              await marked;
               // A lock conflict re-runs the whole batch; an aborted transaction is not this handler's doing.
               if (isTransientConflict(this.inbox.dialect, error) || isAbortedTransaction(error)) throw error;
               // A timed-out run may still be using the connection: only a whole rollback is safe then.
               if (!isolated || error instanceof HandlerTimeoutError) throw new BatchMemberFailed(new Map([[index, error]]));
+              holdWritesForOneTurn(manager);
               await this.inbox.rollbackToSavepoint(manager, definition.consumer, event.eventId);
               failed.set(index, error);
             }
@@ -154,10 +163,13 @@ export class EventProcessor {
     } catch (error) {
       if (error instanceof BatchMemberFailed) {
         this.failingLately.add(definition);
-        for (const [index, cause] of error.failures) await this.settleFailure(channel, batch[index].message, definition, batch[index].event, cause);
+        // The failed events' copies go to their retry tier while the rest runs again: their
+        // confirms (a broker's disk write each) need not hold the rest's deliveries.
+        const settling = Promise.all([...error.failures].map(([index, cause]) => this.settleFailure(channel, batch[index].message, definition, batch[index].event, cause)));
         // PostgreSQL slows down for everyone once a transaction holds more than 64 subtransactions.
         const rest = batch.filter((_, index) => !error.failures.has(index));
         for (let start = 0; start < rest.length; start += MAX_SAVEPOINTS) await this.handleBatch(channel, rest.slice(start, start + MAX_SAVEPOINTS), definition, true, true);
+        await settling;
         return;
       }
       for (const { message, event } of batch) await this.handleSettled(channel, message, definition, event);
@@ -167,11 +179,13 @@ export class EventProcessor {
     if (failed.size > 0) this.failingLately.add(definition);
     else if (!rest) this.failingLately.delete(definition);
     this.settler.ackAll(channel, batch.filter((_, index) => !failed.has(index)).map(({ message }) => message));
+    const settling: Array<Promise<void>> = [];
     for (const [index, { message, event }] of batch.entries()) {
-      if (failed.has(index)) await this.settleFailure(channel, message, definition, event, failed.get(index));
+      if (failed.has(index)) settling.push(this.settleFailure(channel, message, definition, event, failed.get(index)));
       else this.countOutcome(outcome.isNew[index] ? outcome.result[index] : 'duplicate', event, definition);
     }
     if (outcome.result.some((run) => run?.written > 0)) this.outbox.wake();
+    await Promise.all(settling);
   }
 
   /**

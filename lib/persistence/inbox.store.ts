@@ -134,9 +134,12 @@ export class InboxStore {
 
   /** Rolls back the handler since the last savepoint, and its event's dedupe row, so the event runs again later. */
   async rollbackToSavepoint(manager: EntityManager, consumer: string, eventId: string): Promise<void> {
-    await manager.query(`ROLLBACK TO SAVEPOINT ${MEMBER_SAVEPOINT}`);
     const [c, e] = this.dialect === 'postgres' ? ['$1', '$2'] : ['?', '?'];
-    await manager.query(`DELETE FROM ${this.table} WHERE consumer = ${c} AND event_id = ${e}`, [consumer, eventId]);
+    // Issued together (pipelined where the connection allows); the driver runs them in this order.
+    await Promise.all([
+      manager.query(`ROLLBACK TO SAVEPOINT ${MEMBER_SAVEPOINT}`),
+      manager.query(`DELETE FROM ${this.table} WHERE consumer = ${c} AND event_id = ${e}`, [consumer, eventId]),
+    ]);
   }
 
   private async markBatch(manager: EntityManager, consumer: string, eventIds: string[]): Promise<boolean[]> {
@@ -169,6 +172,12 @@ export class InboxStore {
   }
 
   private async markProcessed(manager: EntityManager, consumer: string, eventId: string): Promise<void> {
+    if (this.dialect !== 'mysql') {
+      // The batch's statement: a duplicate inserts nothing, instead of failing the statement.
+      const [isNew] = await this.markBatch(manager, consumer, [eventId]);
+      if (!isNew) throw new AlreadyProcessed();
+      return;
+    }
     try {
       await manager.createQueryBuilder().insert().into(SyncProcessedEvent).values({ consumer, eventId }).updateEntity(false).execute();
     } catch (error) {

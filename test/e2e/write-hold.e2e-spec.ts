@@ -65,6 +65,27 @@ describe('holding the writes of a pipelined PostgreSQL connection for one turn',
     expect(writes).toBe(5);
   });
 
+  it('leaves a connection that is not in pipeline mode as it is (it sends a statement only after the one before came back)', async () => {
+    const { autoLoadEntities: _unused, ...options } = typeOrmOptions('postgres', []).options as Record<string, unknown>;
+    const plain = await new DataSource(options as never).initialize();
+    try {
+      const { answers, corked } = await plain.transaction(async (manager) => {
+        const counter = countWrites(manager);
+        try {
+          holdWritesForOneTurn(manager);
+          const corked = counter.socket.writableCorked;
+          return { answers: await statements(manager), corked };
+        } finally {
+          counter.restore();
+        }
+      });
+      expect(corked).toBe(0);
+      expect(answers).toEqual([1, 2, 3, 4, 5]);
+    } finally {
+      await plain.destroy();
+    }
+  });
+
   it('leaves another database (SQLite) as it is', async () => {
     const { options, cleanup } = typeOrmOptions('sqlite', []);
     const { autoLoadEntities: _unused, ...sqliteOptions } = options as Record<string, unknown>;
