@@ -136,11 +136,10 @@ export class EventProcessor {
           const runs: Run[] = [];
           for (const [index, { message, event }] of batch.entries()) {
             if (!isNew[index]) continue;
-            // Not awaited before the handler starts: on a pipelined connection the savepoint leaves
-            // with the handler's first statement, in one write (one round trip per event, not
-            // two). The driver still runs them in the order they were issued.
+            // On a pipelined connection the savepoint is not waited for: it leaves with the
+            // handler's first statement, in one write (one round trip per event, not two).
             if (isolated) holdWritesForOneTurn(manager);
-            const marked = isolated ? this.inbox.savepoint(manager) : undefined;
+            const marked = isolated ? (await this.inbox.savepoint(manager)).placed : undefined;
             marked?.catch(() => undefined);
             try {
               runs[index] = await this.run(manager, definition, event, message);
@@ -152,7 +151,6 @@ export class EventProcessor {
               if (isTransientConflict(this.inbox.dialect, error) || isAbortedTransaction(error)) throw error;
               // A timed-out run may still be using the connection: only a whole rollback is safe then.
               if (!isolated || error instanceof HandlerTimeoutError) throw new BatchMemberFailed(new Map([[index, error]]));
-              holdWritesForOneTurn(manager);
               await this.inbox.rollbackToSavepoint(manager, definition.consumer, event.eventId);
               failed.set(index, error);
             }

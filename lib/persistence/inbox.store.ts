@@ -5,6 +5,7 @@ import { type Dialect, isTransientConflict, isUniqueViolation, tableOf, timeAgo 
 import { SyncKeyOffset } from './entities/sync-key-offset.entity.js';
 import { SyncProcessedEvent } from './entities/sync-processed-event.entity.js';
 import type { TransactionGate } from './transaction-gate.js';
+import { pipelinedClient } from './write-hold.js';
 
 export type InboxOutcome<T> = { status: 'processed'; result: T } | { status: 'duplicate' };
 
@@ -127,19 +128,26 @@ export class InboxStore {
     }
   }
 
-  /** Marks where the next handler of a batch starts, so it can be rolled back alone. */
-  async savepoint(manager: EntityManager): Promise<void> {
+  /**
+   * Marks where the next handler of a batch starts, so it can be rolled back alone. Resolves
+   * once whatever is issued next on `manager` is sure to run after the savepoint: on a
+   * pipelined PostgreSQL connection at once (the statement is queued on the connection itself,
+   * in call order, and leaves with the next one; `placed` settles when it has run), elsewhere
+   * once the savepoint is in place. Statements issued through TypeORM at the same time may run
+   * in any order (its query paths differ in length, e.g. with the SQLite statement cache).
+   */
+  async savepoint(manager: EntityManager): Promise<{ placed: Promise<unknown> }> {
+    const client = pipelinedClient(manager);
+    if (client) return { placed: client.query(`SAVEPOINT ${MEMBER_SAVEPOINT}`) };
     await manager.query(`SAVEPOINT ${MEMBER_SAVEPOINT}`);
+    return { placed: Promise.resolve() };
   }
 
   /** Rolls back the handler since the last savepoint, and its event's dedupe row, so the event runs again later. */
   async rollbackToSavepoint(manager: EntityManager, consumer: string, eventId: string): Promise<void> {
+    await manager.query(`ROLLBACK TO SAVEPOINT ${MEMBER_SAVEPOINT}`);
     const [c, e] = this.dialect === 'postgres' ? ['$1', '$2'] : ['?', '?'];
-    // Issued together (pipelined where the connection allows); the driver runs them in this order.
-    await Promise.all([
-      manager.query(`ROLLBACK TO SAVEPOINT ${MEMBER_SAVEPOINT}`),
-      manager.query(`DELETE FROM ${this.table} WHERE consumer = ${c} AND event_id = ${e}`, [consumer, eventId]),
-    ]);
+    await manager.query(`DELETE FROM ${this.table} WHERE consumer = ${c} AND event_id = ${e}`, [consumer, eventId]);
   }
 
   private async markBatch(manager: EntityManager, consumer: string, eventIds: string[]): Promise<boolean[]> {

@@ -6,9 +6,22 @@ interface Socket {
   uncork(): void;
 }
 
-interface PgClient {
+/** The part of a pg `Client` used here. */
+export interface PipelinedClient {
   pipeline?: boolean;
   connection?: { stream?: Partial<Socket> };
+  query(text: string): Promise<unknown>;
+}
+
+/**
+ * The pg client under a transaction's manager if it is in pipeline mode: it queues every
+ * statement in the order it is called and sends it without waiting for the ones before.
+ * Undefined for other databases and for connections not in pipeline mode.
+ */
+export function pipelinedClient(manager: EntityManager): PipelinedClient | undefined {
+  if (dialectOf(manager.connection.options.type) !== 'postgres') return undefined;
+  const client = (manager.queryRunner as { databaseConnection?: PipelinedClient } | undefined)?.databaseConnection;
+  return client?.pipeline === true && typeof client.query === 'function' ? client : undefined;
 }
 
 /**
@@ -20,10 +33,8 @@ interface PgClient {
  * left as it is, as are other databases and a connection that does not expose its socket.
  */
 export function holdWritesForOneTurn(manager: EntityManager): void {
-  if (dialectOf(manager.connection.options.type) !== 'postgres') return;
-  const client = (manager.queryRunner as { databaseConnection?: PgClient } | undefined)?.databaseConnection;
-  const socket = client?.connection?.stream;
-  if (client?.pipeline !== true || typeof socket?.cork !== 'function' || typeof socket.uncork !== 'function') return;
+  const socket = pipelinedClient(manager)?.connection?.stream;
+  if (typeof socket?.cork !== 'function' || typeof socket.uncork !== 'function') return;
   socket.cork();
   setImmediate(() => socket.uncork!());
 }

@@ -112,6 +112,51 @@ describe.each(ENGINES)('InboxStore on %s', (engine) => {
     }
   });
 
+  it('rolls batch members back to their savepoints one after another, each with its dedupe row', async () => {
+    // SQLite: a statement cache of two makes the second rollback find its DELETE cached and its
+    // ROLLBACK TO not, which TypeORM runs in fewer steps: issued together, the DELETE would run
+    // first and the rollback would bring the row back.
+    const { autoLoadEntities: _unused, ...options } = dataSource.options as unknown as Record<string, unknown>;
+    const small = engine === 'sqlite' ? await new DataSource({ ...options, synchronize: false, statementCacheSize: 2 } as never).initialize() : dataSource;
+    const store = small === dataSource ? inbox : new InboxStore(new TransactionGate(small));
+    const [kept, first, second] = ['sp-kept', 'sp-first', 'sp-second'].map((id) => unique(id));
+    try {
+      const { isNew } = await store.runBatch(consumer, [kept, first, second], async (manager) => {
+        for (const id of [first, second]) {
+          await (await store.savepoint(manager)).placed;
+          await store.rollbackToSavepoint(manager, consumer, id);
+        }
+      });
+      expect(isNew).toEqual([true, true, true]);
+    } finally {
+      if (small !== dataSource) await small.destroy();
+    }
+    expect([await inbox.isProcessed(consumer, kept), await inbox.isProcessed(consumer, first), await inbox.isProcessed(consumer, second)]).toEqual([true, false, false]);
+  });
+
+  if (engine === 'postgres') {
+    it('on a pipelined connection, queues the savepoint ahead of the next statement without waiting, and rolls that statement back', async () => {
+      const { autoLoadEntities: _unused, ...options } = typeOrmOptions('postgres', SYNC_ENTITIES, { pipeline: true }).options as Record<string, unknown>;
+      const pipelined = await new DataSource({ ...options, synchronize: false } as never).initialize();
+      const store = new InboxStore(new TransactionGate(pipelined));
+      const [kept, failed] = [unique('pipe-kept'), unique('pipe-failed')];
+      const key = unique('pipe-key');
+      try {
+        await store.runBatch(consumer, [kept, failed], async (manager) => {
+          const { placed } = await store.savepoint(manager);
+          // Issued before the savepoint has come back: it must still run after it.
+          const written = store.advanceSequence(manager, consumer, key, 1);
+          expect(await Promise.all([written, placed.then(() => 'placed')])).toEqual([{ stale: false, previous: null }, 'placed']);
+          await store.rollbackToSavepoint(manager, consumer, failed);
+        });
+      } finally {
+        await pipelined.destroy();
+      }
+      expect(await dataSource.getRepository(SyncKeyOffset).countBy({ consumer, key })).toBe(0);
+      expect([await inbox.isProcessed(consumer, kept), await inbox.isProcessed(consumer, failed)]).toEqual([true, false]);
+    });
+  }
+
   it('prunes rows older than the retention window and keeps newer ones', async () => {
     const repository = dataSource.getRepository(SyncProcessedEvent);
     await inbox.runOnce(consumer, 'recent', async () => undefined);
