@@ -117,7 +117,8 @@ export class EventProcessor {
    * `isolated`: each handler runs inside a savepoint, so one that throws is rolled back alone
    * (with its dedupe row) and the others commit. Used for what is left of a batch after one of
    * its handlers failed, and for the next batches of that handler until one has no failure; the
-   * others take no savepoints, which would cost every event a round trip.
+   * others take no savepoints, which would cost every event a statement (and, unless the
+   * connection is pipelined, a round trip).
    */
   private async handleBatch(channel: ConfirmChannel, batch: Array<{ message: ConsumeMessage; event: IncomingEvent }>, definition: ConsumerDefinition, isolated = false, rest = false): Promise<void> {
     if (batch.length <= 1) {
