@@ -98,7 +98,9 @@ export class InboxStore {
   private async transactionOnce<T>(consumer: string, eventId: string, work: (manager: EntityManager) => Promise<T>): Promise<InboxOutcome<T>> {
     try {
       const result = await this.gate.transaction(async (manager) => {
-        await this.markProcessed(manager, consumer, eventId);
+        // The batch's dedupe statement, for a batch of one.
+        const [isNew] = await this.markBatch(manager, consumer, [eventId]);
+        if (!isNew) throw new AlreadyProcessed();
         return work(manager);
       });
       return { status: 'processed', result };
@@ -179,13 +181,8 @@ export class InboxStore {
     return eventIds.map((id, index) => inserted.has(id) && firstIndex.get(id) === index);
   }
 
+  /** One dedupe row, MySQL's way (no RETURNING there): a duplicate fails with AlreadyProcessed. */
   private async markProcessed(manager: EntityManager, consumer: string, eventId: string): Promise<void> {
-    if (this.dialect !== 'mysql') {
-      // The batch's statement: a duplicate inserts nothing, instead of failing the statement.
-      const [isNew] = await this.markBatch(manager, consumer, [eventId]);
-      if (!isNew) throw new AlreadyProcessed();
-      return;
-    }
     try {
       await manager.createQueryBuilder().insert().into(SyncProcessedEvent).values({ consumer, eventId }).updateEntity(false).execute();
     } catch (error) {
