@@ -139,7 +139,6 @@ export class EventProcessor {
             if (!isNew[index]) continue;
             // On a pipelined connection the savepoint is not waited for: it leaves with the
             // handler's first statement, in one write (one round trip per event, not two).
-            if (isolated) holdWritesForOneTurn(manager);
             const marked = isolated ? (await this.inbox.savepoint(manager)).placed : undefined;
             marked?.catch(() => undefined);
             try {

@@ -5,7 +5,7 @@ import { type Dialect, isTransientConflict, isUniqueViolation, tableOf, timeAgo 
 import { SyncKeyOffset } from './entities/sync-key-offset.entity.js';
 import { SyncProcessedEvent } from './entities/sync-processed-event.entity.js';
 import type { TransactionGate } from './transaction-gate.js';
-import { pipelinedClient } from './write-hold.js';
+import { holdWritesForOneTurn, pipelinedClient } from './write-hold.js';
 
 export type InboxOutcome<T> = { status: 'processed'; result: T } | { status: 'duplicate' };
 
@@ -134,13 +134,17 @@ export class InboxStore {
    * Marks where the next handler of a batch starts, so it can be rolled back alone. Resolves
    * once whatever is issued next on `manager` is sure to run after the savepoint: on a
    * pipelined PostgreSQL connection at once (the statement is queued on the connection itself,
-   * in call order, and leaves with the next one; `placed` settles when it has run), elsewhere
+   * in call order, and the connection's writes are held for this turn, so it leaves in one
+   * write with the next statement; `placed` settles when it has run), elsewhere
    * once the savepoint is in place. Statements issued through TypeORM at the same time may run
    * in any order (its query paths differ in length, e.g. with the SQLite statement cache).
    */
   async savepoint(manager: EntityManager): Promise<{ placed: Promise<unknown> }> {
     const client = pipelinedClient(manager);
-    if (client) return { placed: client.query(`SAVEPOINT ${MEMBER_SAVEPOINT}`) };
+    if (client) {
+      holdWritesForOneTurn(manager);
+      return { placed: client.query(`SAVEPOINT ${MEMBER_SAVEPOINT}`) };
+    }
     await manager.query(`SAVEPOINT ${MEMBER_SAVEPOINT}`);
     return { placed: Promise.resolve() };
   }
