@@ -5,7 +5,7 @@ import { type Dialect, isTransientConflict, isUniqueViolation, tableOf, timeAgo 
 import { SyncKeyOffset } from './entities/sync-key-offset.entity.js';
 import { SyncProcessedEvent } from './entities/sync-processed-event.entity.js';
 import type { TransactionGate } from './transaction-gate.js';
-import { holdWritesForOneTurn, pipelinedClient } from './write-hold.js';
+import { holdClientWritesForOneTurn, pipelinedClient } from './write-hold.js';
 
 export type InboxOutcome<T> = { status: 'processed'; result: T } | { status: 'duplicate' };
 
@@ -142,7 +142,7 @@ export class InboxStore {
   async savepoint(manager: EntityManager): Promise<{ placed: Promise<unknown> }> {
     const client = pipelinedClient(manager);
     if (client) {
-      holdWritesForOneTurn(manager);
+      holdClientWritesForOneTurn(client);
       return { placed: client.query(`SAVEPOINT ${MEMBER_SAVEPOINT}`) };
     }
     await manager.query(`SAVEPOINT ${MEMBER_SAVEPOINT}`);

@@ -33,7 +33,12 @@ export function pipelinedClient(manager: EntityManager): PipelinedClient | undef
  * left as it is, as are other databases and a connection that does not expose its socket.
  */
 export function holdWritesForOneTurn(manager: EntityManager): void {
-  const socket = pipelinedClient(manager)?.connection?.stream;
+  holdClientWritesForOneTurn(pipelinedClient(manager));
+}
+
+/** `holdWritesForOneTurn` for a client already looked up with `pipelinedClient`. */
+export function holdClientWritesForOneTurn(client: PipelinedClient | undefined): void {
+  const socket = client?.connection?.stream;
   if (typeof socket?.cork !== 'function' || typeof socket.uncork !== 'function') return;
   socket.cork();
   setImmediate(() => socket.uncork!());
