@@ -19,15 +19,14 @@
  * the CPU time per message of this process and of the local broker (from /proc, on Linux).
  */
 import 'reflect-metadata';
-import { execSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import amqp, { type Options } from 'amqplib';
 import { connect as connectManager } from 'amqp-connection-manager';
 import { SyncModule, SyncPublisher } from 'nestjs-event-sync';
+import { brokerCpuMs } from './harness/cpu.js';
 import { burst, type PublishOne } from './workers/runtime/publishing.js';
 import type { UserEvent } from './workers/runtime/events.js';
 
@@ -92,7 +91,7 @@ async function main(): Promise<void> {
     ['7 SyncPublisher.publish', (event) => publisher.publish(EVENT_TYPE, event)],
     ['8 SyncPublisher.publish with a key', (event) => publisher.publish(EVENT_TYPE, event, { key: event.id })],
   ];
-  const broker = brokerCpu();
+  const brokerReadable = brokerCpuMs() !== undefined;
   // Per step, one value per round: events/s, ratio to step 1, CPU µs per message of this process and of the broker.
   const figures = new Map(steps.map(([name]) => [name, { rates: [] as number[], ratios: [] as number[], ownCpu: [] as number[], brokerCpu: [] as number[] }]));
   let seq = 0;
@@ -102,11 +101,12 @@ async function main(): Promise<void> {
     for (const [name, publishOne] of order) {
       await channel.purgeQueue(queue);
       const step = figures.get(name)!;
-      const [ownBefore, brokerBefore] = [process.cpuUsage(), broker?.()];
+      const [ownBefore, brokerBefore] = [process.cpuUsage(), brokerCpuMs()];
       const result = await burst(publishOne, { tag: runId, fromSeq: seq, count: events, window: WINDOW });
       const own = process.cpuUsage(ownBefore);
       step.ownCpu.push((own.user + own.system) / events);
-      if (broker) step.brokerCpu.push(((broker() - brokerBefore!) * 1000) / events);
+      const brokerAfter = brokerCpuMs();
+      if (brokerBefore !== undefined && brokerAfter !== undefined) step.brokerCpu.push(((brokerAfter - brokerBefore) * 1000) / events);
       seq += events;
       const rate = events / ((result.lastConfirmAt - result.firstPublishAt) / 1000);
       thisRound.set(name, rate);
@@ -121,7 +121,7 @@ async function main(): Promise<void> {
   const micros = (x: number) => x.toFixed(0);
   for (const [name, step] of figures) {
     const [rate, ratio] = [spread(step.rates, (x) => Math.round(x).toLocaleString('en-US')), spread(step.ratios, (x) => `${x.toFixed(2)}×`)];
-    const brokerText = broker ? spread(step.brokerCpu, micros) : '–';
+    const brokerText = brokerReadable ? spread(step.brokerCpu, micros) : '–';
     console.log(`| ${name.slice(2)} | ${rate} | ${ratio} | ${spread(step.ownCpu, micros)} | ${brokerText} |`);
   }
 
@@ -134,21 +134,6 @@ async function main(): Promise<void> {
 }
 
 /** CPU milliseconds used so far by the local RabbitMQ (its Erlang VM), or undefined where /proc or the process is not there. */
-function brokerCpu(): (() => number) | undefined {
-  try {
-    const pid = execSync('pgrep -o -f beam.smp', { encoding: 'utf8' }).trim();
-    const ticksPerSecond = Number(execSync('getconf CLK_TCK', { encoding: 'utf8' }).trim()) || 100;
-    const read = (): number => {
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      return ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond; // utime + stime
-    };
-    read();
-    return read;
-  } catch {
-    return undefined;
-  }
-}
-
 function spread(values: number[], format: (x: number) => string): string {
   const sorted = [...values].sort((a, b) => a - b);
   const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;

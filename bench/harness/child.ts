@@ -62,6 +62,11 @@ export class WorkerProcess {
     });
   }
 
+  /** The worker's process id (for reading its CPU time). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
   /** Starts a worker and boots it: resolves (bounded) once it says it is ready. */
   static async start(name: string, script: string, config: WorkerConfig, options: SpawnOptions): Promise<WorkerProcess> {
     return (await WorkerProcess.spawn(name, script, config, options)).boot();

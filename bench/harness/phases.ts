@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { ExpectationResult, LatencySummary, ProcessStats, PublishResult, ScenarioId, WorkerConfig } from '../workers/runtime/protocol.js';
 import type { BrokerAdmin } from './broker-admin.js';
 import { WorkerProcess } from './child.js';
+import { type CpuPerEvent, cpuPerEvent, readCpu } from './cpu.js';
 import type { DatabaseAdmin } from './database-admin.js';
 import type { BenchOptions, Metric } from './options.js';
 import { SCENARIOS, type ScenarioNames } from './scenarios.js';
@@ -38,6 +39,8 @@ export interface ScenarioRound {
   /** Peak RSS of the consumer of the e2e phase (or of the drain phase without e2e). */
   rssMb?: number;
   failure?: { healthyRate: number; ratio?: number; retried: number; allAckedAfterS: number };
+  /** CPU per event of the consumer, the publisher, RabbitMQ and PostgreSQL over the drain and the latency phase (µs). */
+  cpu?: { drain?: CpuPerEvent; latency?: CpuPerEvent };
   bodyBytes?: number;
   /** Rows in the users table after the round: one per distinct event. */
   rows?: number;
@@ -143,7 +146,9 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
           ? await timed('start consumers', async () => (await drainPreload).boot())
           : await start('consumer', 'drain', { expect: drainExpectation });
         result.consumerSettings ??= consumer.info;
+        const cpuBefore = readCpu({ consumer: consumer.pid });
         const done = await timed('drain', () => awaitDone(consumer!, awaitTimeout));
+        (result.cpu ??= {}).drain = cpuPerEvent(cpuBefore, readCpu({ consumer: consumer.pid }), events);
         result.drain = rate(events, done.consumeStartedAt ?? done.firstStartAt, done.lastAckAt);
         result.rssMb ??= (await consumer.request<ProcessStats>('stats', undefined, 10_000)).maxRssMb;
         result.bodyBytes ??= done.bodyBytes;
@@ -159,6 +164,8 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
       publisher ??= await start('publisher', 'latency');
       consumer ??= await start('consumer', 'latency');
       await consumer.request('expect', { fromSeq: seq, count, failEvery: 0, latency: true }, 10_000);
+      const pids = { consumer: consumer.pid, publisher: publisher.pid };
+      const cpuBefore = readCpu(pids);
       const { published, done } = await timed('latency', async () => ({
         published: await publisher!.request<PublishResult>('steady', { tag, fromSeq: seq, rate: options.rate, durationMs: options.duration * 1000 }, options.duration * 1000 + burstTimeout),
         done: await awaitDone(consumer!, awaitTimeout),
@@ -169,6 +176,7 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
         publisherRate: rate(count, published.firstPublishAt, published.lastConfirmAt),
         consumerRate: rate(count, published.firstPublishAt, done.lastAckAt),
       };
+      (result.cpu ??= {}).latency = cpuPerEvent(cpuBefore, readCpu(pids), count);
       seq += count;
       expectedRows += count;
     }

@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ScenarioId } from '../workers/runtime/protocol.js';
+import type { CpuPerEvent } from './cpu.js';
 import type { Environment } from './environment.js';
 import type { BenchOptions } from './options.js';
 import { RESULTS_DIR, RESULTS_FILE } from './paths.js';
@@ -92,6 +93,11 @@ export function ratio(report: RunReport, id: ScenarioId, base: ScenarioId, key: 
       return mine !== undefined && theirs ? mine / theirs : undefined;
     }),
   );
+}
+
+/** One process's CPU per event in one phase, spread over the rounds. */
+function cpuSummary(report: RunReport, id: ScenarioId, phase: 'drain' | 'latency', key: keyof CpuPerEvent): Spread | undefined {
+  return spread(okRounds(report, id).map((round) => round.cpu?.[phase]?.[key]));
 }
 
 const rateText = (x: number) => Math.round(x).toLocaleString('en-US');
@@ -208,6 +214,25 @@ export function renderRun(report: RunReport): string {
     ),
   );
   out.push('');
+  if (ids.some((id) => okRounds(report, id).some((round) => round.cpu))) {
+    const microText = (x: number) => Math.round(x).toLocaleString('en-US');
+    out.push('### CPU per event (µs)', '');
+    out.push(
+      `CPU time (user + system, read from /proc before and after the phase) per event handled: the consumer, the publisher, RabbitMQ and PostgreSQL (all its processes), and their sum. The four share the machine's ${report.environment.machine.cores} cores, so the sum bounds the rate: at ${options.rate.toLocaleString('en-US')} events/s, ${(1_000_000 / options.rate).toLocaleString('en-US')} µs per event is one core busy.`,
+      '',
+    );
+    out.push(
+      table(
+        ['scenario', 'drain: consumer', 'RabbitMQ', 'PostgreSQL', 'all', `at ${options.rate.toLocaleString('en-US')}/s: consumer`, 'publisher', 'RabbitMQ', 'PostgreSQL', 'all'],
+        ids.map((id) => [
+          name(id),
+          ...(['consumer', 'broker', 'postgres', 'all'] as const).map((key) => cell(cpuSummary(report, id, 'drain', key), microText)),
+          ...(['consumer', 'publisher', 'broker', 'postgres', 'all'] as const).map((key) => cell(cpuSummary(report, id, 'latency', key), microText)),
+        ]),
+      ),
+    );
+    out.push('');
+  }
   // (g) and (i) beside (d): what the stale-event guard costs over the plain path, and what the ORM's upsert builder costs.
   for (const base of (ids.includes('g') || ids.includes('i') ? ['a', 'c', 'd'] : ['a', 'c']) as ScenarioId[]) {
     if (!ids.includes(base)) continue;
