@@ -11,11 +11,16 @@ export interface CpuReading {
   consumer?: number;
   publisher?: number;
   broker?: number;
-  postgres?: number;
+  /** Per process: PostgreSQL starts and ends a process per connection. */
+  postgres?: Map<string, number>;
 }
 
 /** Microseconds of CPU per event handled; `all` sums the processes that were read. */
-export interface CpuPerEvent extends CpuReading {
+export interface CpuPerEvent {
+  consumer?: number;
+  publisher?: number;
+  broker?: number;
+  postgres?: number;
   all?: number;
 }
 
@@ -42,9 +47,9 @@ function processCpuMs(pid: number | string): number | undefined {
   }
 }
 
-/** Summed CPU ms of every process whose command name is `name` (PostgreSQL forks one per connection). */
-function commandCpuMs(name: string): number | undefined {
-  let total: number | undefined;
+/** CPU ms of every process whose command name is `name`, by pid. */
+function commandCpuMs(name: string): Map<string, number> | undefined {
+  const byPid = new Map<string, number>();
   let entries: string[];
   try {
     entries = readdirSync('/proc');
@@ -61,14 +66,15 @@ function commandCpuMs(name: string): number | undefined {
     }
     if (command !== name) continue;
     const ms = processCpuMs(entry);
-    if (ms !== undefined) total = (total ?? 0) + ms;
+    if (ms !== undefined) byPid.set(entry, ms);
   }
-  return total;
+  return byPid.size > 0 ? byPid : undefined;
 }
 
 /** CPU ms used so far by the local RabbitMQ, or undefined where it cannot be read. */
 export function brokerCpuMs(): number | undefined {
-  return commandCpuMs('beam.smp');
+  const byPid = commandCpuMs('beam.smp');
+  return byPid && [...byPid.values()].reduce((sum, ms) => sum + ms, 0);
 }
 
 export function readCpu(pids: { consumer?: number; publisher?: number }): CpuReading {
@@ -81,18 +87,27 @@ export function readCpu(pids: { consumer?: number; publisher?: number }): CpuRea
 }
 
 /**
- * Per event, between two readings. A PostgreSQL backend that exits in between takes its time
- * with it; the pooled connections of a phase stay open through it.
+ * Per event, between two readings. PostgreSQL's processes count from the first reading, or
+ * from zero if they started in between; one that ended in between takes its time in the phase
+ * with it (the pooled connections of the phase's processes stay open through it).
  */
 export function cpuPerEvent(before: CpuReading, after: CpuReading, events: number): CpuPerEvent {
+  const used: Record<keyof CpuPerEvent, number | undefined> = {
+    consumer: difference(before.consumer, after.consumer),
+    publisher: difference(before.publisher, after.publisher),
+    broker: difference(before.broker, after.broker),
+    postgres: after.postgres && [...after.postgres].reduce((sum, [pid, ms]) => sum + ms - (before.postgres?.get(pid) ?? 0), 0),
+    all: undefined,
+  };
   const result: CpuPerEvent = {};
-  let all: number | undefined;
   for (const key of ['consumer', 'publisher', 'broker', 'postgres'] as const) {
-    const [from, to] = [before[key], after[key]];
-    if (from === undefined || to === undefined) continue;
-    result[key] = ((to - from) * 1000) / events;
-    all = (all ?? 0) + result[key]!;
+    if (used[key] === undefined) continue;
+    result[key] = (used[key] * 1000) / events;
+    result.all = (result.all ?? 0) + result[key];
   }
-  result.all = all;
   return result;
+}
+
+function difference(from: number | undefined, to: number | undefined): number | undefined {
+  return from === undefined || to === undefined ? undefined : to - from;
 }

@@ -97,7 +97,9 @@ export function ratio(report: RunReport, id: ScenarioId, base: ScenarioId, key: 
 
 /** One process's CPU per event in one phase, spread over the rounds. */
 function cpuSummary(report: RunReport, id: ScenarioId, phase: 'drain' | 'latency', key: keyof CpuPerEvent): Spread | undefined {
-  return spread(okRounds(report, id).map((round) => round.cpu?.[phase]?.[key]));
+  // Below zero is no measurement: runs recorded before PostgreSQL's processes were counted one
+  // by one lost the time of a connection that closed during the phase.
+  return spread(okRounds(report, id).map((round) => round.cpu?.[phase]?.[key]).map((us) => (us !== undefined && us < 0 ? undefined : us)));
 }
 
 const rateText = (x: number) => Math.round(x).toLocaleString('en-US');
