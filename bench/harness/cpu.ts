@@ -47,15 +47,15 @@ function processCpuMs(pid: number | string): number | undefined {
   }
 }
 
-/** CPU ms of every process whose command name is `name`, by pid. */
-function commandCpuMs(name: string): Map<string, number> | undefined {
-  const byPid = new Map<string, number>();
+/** CPU ms of every process whose command name is one of `names`, by name and pid: one pass over /proc. */
+function commandCpuMs(names: string[]): Map<string, Map<string, number>> | undefined {
   let entries: string[];
   try {
     entries = readdirSync('/proc');
   } catch {
     return undefined;
   }
+  const byName = new Map<string, Map<string, number>>();
   for (const entry of entries) {
     if (!/^\d+$/.test(entry)) continue;
     let command: string;
@@ -64,25 +64,29 @@ function commandCpuMs(name: string): Map<string, number> | undefined {
     } catch {
       continue; // it exited meanwhile
     }
-    if (command !== name) continue;
+    if (!names.includes(command)) continue;
     const ms = processCpuMs(entry);
-    if (ms !== undefined) byPid.set(entry, ms);
+    if (ms === undefined) continue;
+    if (!byName.has(command)) byName.set(command, new Map());
+    byName.get(command)!.set(entry, ms);
   }
-  return byPid.size > 0 ? byPid : undefined;
+  return byName;
 }
+
+const total = (byPid: Map<string, number> | undefined) => byPid && [...byPid.values()].reduce((sum, ms) => sum + ms, 0);
 
 /** CPU ms used so far by the local RabbitMQ, or undefined where it cannot be read. */
 export function brokerCpuMs(): number | undefined {
-  const byPid = commandCpuMs('beam.smp');
-  return byPid && [...byPid.values()].reduce((sum, ms) => sum + ms, 0);
+  return total(commandCpuMs(['beam.smp'])?.get('beam.smp'));
 }
 
 export function readCpu(pids: { consumer?: number; publisher?: number }): CpuReading {
+  const services = commandCpuMs(['beam.smp', 'postgres']);
   return {
     consumer: pids.consumer === undefined ? undefined : processCpuMs(pids.consumer),
     publisher: pids.publisher === undefined ? undefined : processCpuMs(pids.publisher),
-    broker: brokerCpuMs(),
-    postgres: commandCpuMs('postgres'),
+    broker: total(services?.get('beam.smp')),
+    postgres: services?.get('postgres'),
   };
 }
 
@@ -92,17 +96,16 @@ export function readCpu(pids: { consumer?: number; publisher?: number }): CpuRea
  * with it (the pooled connections of the phase's processes stay open through it).
  */
 export function cpuPerEvent(before: CpuReading, after: CpuReading, events: number): CpuPerEvent {
-  const used: Record<keyof CpuPerEvent, number | undefined> = {
+  const used = {
     consumer: difference(before.consumer, after.consumer),
     publisher: difference(before.publisher, after.publisher),
     broker: difference(before.broker, after.broker),
     postgres: after.postgres && [...after.postgres].reduce((sum, [pid, ms]) => sum + ms - (before.postgres?.get(pid) ?? 0), 0),
-    all: undefined,
   };
   const result: CpuPerEvent = {};
-  for (const key of ['consumer', 'publisher', 'broker', 'postgres'] as const) {
-    if (used[key] === undefined) continue;
-    result[key] = (used[key] * 1000) / events;
+  for (const [key, ms] of Object.entries(used) as Array<[keyof typeof used, number | undefined]>) {
+    if (ms === undefined) continue;
+    result[key] = (ms * 1000) / events;
     result.all = (result.all ?? 0) + result[key];
   }
   return result;
