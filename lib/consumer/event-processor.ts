@@ -14,6 +14,7 @@ import { partitionExchangeName } from '../transport/topology.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
 import { EventContext } from './event-context.js';
 import { HandlerRun } from './handler-run.js';
+import type { RunIntake } from './run-intake.js';
 import type { IncomingEvent } from './incoming-event.js';
 import { attemptOf, parseMessage } from './parse-message.js';
 import type { DeliveryTracker } from './delivery-tracker.js';
@@ -93,24 +94,39 @@ export class EventProcessor {
    * handler fails, the batch rolls back, that event alone goes the retry way (it is not run
    * again now), and the others run again as a new batch: every event still commits, retries and
    * dead-letters on its own. A failure that cannot be pinned on one handler (the database, the
-   * commit) falls back to one transaction per event.
+   * commit) falls back to one transaction per event. With `intake`, a parallel handler's batch
+   * also takes the deliveries that join it while it runs (see RunIntake), even a batch of one.
    */
-  async processBatch(channel: ConfirmChannel, messages: ConsumeMessage[], definition: ConsumerDefinition): Promise<void> {
-    if (messages.length === 1 || definition.partitions) {
-      for (const message of messages) await this.process(channel, message, definition);
-      return;
-    }
-    const batch: Array<{ message: ConsumeMessage; event: IncomingEvent }> = [];
-    for (const message of messages) {
-      const parsed = message.content.length > this.options.maxMessageBytes ? undefined : parseMessage(message);
-      if (parsed?.ok && definition.eventTypes.includes(parsed.event.eventType) && (definition.ordering !== 'key' || isOrdered(parsed.event))) {
-        this.warnOnForeignId(parsed.event, definition);
-        batch.push({ message, event: parsed.event });
-      } else {
-        await this.process(channel, message, definition);
+  async processBatch(channel: ConfirmChannel, messages: ConsumeMessage[], definition: ConsumerDefinition, intake?: RunIntake): Promise<void> {
+    // Deliveries join only a run that starts its handlers at once: one that runs them in turn
+    // would make them wait for the handlers before them.
+    const isolated = this.failingLately.has(definition);
+    const joinable = definition.parallel && !definition.partitions && !isolated ? intake : undefined;
+    if (!joinable) intake?.close();
+    try {
+      if (definition.partitions || (messages.length === 1 && !joinable)) {
+        for (const message of messages) await this.process(channel, message, definition);
+        return;
       }
+      const batch: Member[] = [];
+      for (const message of messages) {
+        const event = this.admit(message, definition);
+        if (event) batch.push({ message, event });
+        else await this.process(channel, message, definition);
+      }
+      await this.handleBatch(channel, batch, definition, isolated, false, joinable);
+    } finally {
+      intake?.close();
+      for (const message of intake?.leftovers() ?? []) await this.process(channel, message, definition);
     }
-    await this.handleBatch(channel, batch, definition, this.failingLately.has(definition));
+  }
+
+  /** The event of a delivery that can run in a batch; undefined for one that takes the single-message path. */
+  private admit(message: ConsumeMessage, definition: ConsumerDefinition): IncomingEvent | undefined {
+    const parsed = message.content.length > this.options.maxMessageBytes ? undefined : parseMessage(message);
+    if (!parsed?.ok || !definition.eventTypes.includes(parsed.event.eventType) || (definition.ordering === 'key' && !isOrdered(parsed.event))) return undefined;
+    this.warnOnForeignId(parsed.event, definition);
+    return parsed.event;
   }
 
   /**
@@ -120,20 +136,25 @@ export class EventProcessor {
    * others take no savepoints, which would cost every event a statement (and, unless the
    * connection is pipelined, a round trip).
    */
-  private async handleBatch(channel: ConfirmChannel, batch: Array<{ message: ConsumeMessage; event: IncomingEvent }>, definition: ConsumerDefinition, isolated = false, rest = false): Promise<void> {
-    if (batch.length <= 1) {
+  private async handleBatch(channel: ConfirmChannel, batch: Member[], definition: ConsumerDefinition, isolated = false, rest = false, intake?: RunIntake): Promise<void> {
+    if (batch.length === 0 || (batch.length === 1 && !intake)) {
       for (const { message, event } of batch) await this.handle(channel, message, definition, event);
       return;
     }
     const failed = new Map<number, unknown>();
     let outcome: { isNew: boolean[]; result: Run[] };
+    // What joined before the dedupe insert is sent goes in it; a re-run takes every member.
+    const eventIds = (): string[] => {
+      for (const message of intake?.take() ?? []) this.enlist(batch, message, definition, intake!);
+      return batch.map(({ event }) => event.eventId);
+    };
     try {
       outcome = await this.inbox.runBatch(
         definition.consumer,
-        batch.map(({ event }) => event.eventId),
+        eventIds,
         async (manager, isNew) => {
           failed.clear();
-          if (definition.parallel && !isolated) return this.runAtOnce(manager, definition, batch, isNew);
+          if (definition.parallel && !isolated) return this.runAtOnce(manager, definition, batch, isNew, intake);
           const runs: Run[] = [];
           for (const [index, { message, event }] of batch.entries()) {
             if (!isNew[index]) continue;
@@ -159,6 +180,7 @@ export class EventProcessor {
         },
       );
     } catch (error) {
+      intake?.close();
       if (error instanceof BatchMemberFailed) {
         this.failingLately.add(definition);
         // The failed events' copies go to their retry tier while the rest runs again: their
@@ -194,10 +216,26 @@ export class EventProcessor {
    * after another, in savepoints), as do the handler's next batches until one has no failure;
    * an aborted transaction (25P02) is not counted against the handler that met it.
    */
-  private async runAtOnce(manager: EntityManager, definition: ConsumerDefinition, batch: Array<{ message: ConsumeMessage; event: IncomingEvent }>, isNew: boolean[]): Promise<Run[]> {
+  private async runAtOnce(manager: EntityManager, definition: ConsumerDefinition, batch: Member[], isNew: boolean[], intake?: RunIntake): Promise<Run[]> {
     const runs: Run[] = [];
+    const outcomes: Array<Promise<PromiseSettledResult<Run | undefined>>> = [];
+    const start = (index: number): void => {
+      const { message, event } = batch[index];
+      outcomes[index] = settle(isNew[index] ? this.run(manager, definition, event, message) : undefined);
+    };
     holdWritesForOneTurn(manager);
-    const settled = await Promise.allSettled(batch.map(({ message, event }, index) => (isNew[index] ? this.run(manager, definition, event, message) : undefined)));
+    for (let index = 0; index < batch.length; index++) start(index);
+    if (intake) {
+      const joins: Array<Promise<void>> = [];
+      const join = (messages: ConsumeMessage[]): void => void joins.push(this.join(manager, definition, batch, isNew, messages, outcomes, start, intake));
+      const early = intake.receive(join);
+      if (early.length > 0) join(early);
+      // Open while the handlers it started with run, so the commit waits for at most one more handler run.
+      await Promise.all(outcomes.slice());
+      intake.close();
+      await Promise.all(joins);
+    }
+    const settled = await Promise.all(outcomes);
     const failures = new Map<number, unknown>();
     let aborted: unknown;
     for (const [index, outcome] of settled.entries()) {
@@ -214,6 +252,36 @@ export class EventProcessor {
     if (failures.size > 0) throw new BatchMemberFailed(failures);
     if (aborted !== undefined) throw aborted;
     return runs;
+  }
+
+  /**
+   * Deliveries that joined a running parallel batch: one dedupe insert for them on the batch's
+   * connection, then their handlers start at once. A failed insert counts as their handlers'
+   * failure (on PostgreSQL, mostly the transaction aborted by another handler's statement).
+   */
+  private async join(manager: EntityManager, definition: ConsumerDefinition, batch: Member[], isNew: boolean[], messages: ConsumeMessage[], outcomes: Array<Promise<PromiseSettledResult<Run | undefined>>>, start: (index: number) => void, intake: RunIntake): Promise<void> {
+    const first = batch.length;
+    for (const message of messages) this.enlist(batch, message, definition, intake);
+    const ids = batch.slice(first).map(({ event }) => event.eventId);
+    if (ids.length === 0) return;
+    let fresh: boolean[];
+    try {
+      fresh = await this.inbox.markBatch(manager, definition.consumer, ids);
+    } catch (error) {
+      for (let index = first; index < batch.length; index++) outcomes[index] = Promise.resolve({ status: 'rejected', reason: error });
+      return;
+    }
+    for (const [offset, isFresh] of fresh.entries()) {
+      isNew[first + offset] = isFresh;
+      start(first + offset);
+    }
+  }
+
+  /** Adds a joined delivery to the batch, or gives it back to run alone if it cannot be batched. */
+  private enlist(batch: Member[], message: ConsumeMessage, definition: ConsumerDefinition, intake: RunIntake): void {
+    const event = this.admit(message, definition);
+    if (event) batch.push({ message, event });
+    else intake.giveBack(message);
   }
 
   /** Sends a failed event the retry way; if that cannot be done, gives it back to the queue. */
@@ -423,6 +491,20 @@ class BatchMemberFailed extends Error {
 function isAbortedTransaction(error: unknown): boolean {
   if (error instanceof AbortedTransactionError) return true;
   return driverErrorOf(error)?.code === '25P02';
+}
+
+/** A delivery of a batch and its event. */
+interface Member {
+  message: ConsumeMessage;
+  event: IncomingEvent;
+}
+
+/** A handler run's outcome, as `Promise.allSettled` gives it. */
+function settle<T>(work: Promise<T> | T): Promise<PromiseSettledResult<T>> {
+  return Promise.resolve(work).then(
+    (value) => ({ status: 'fulfilled', value }),
+    (reason: unknown) => ({ status: 'rejected', reason }),
+  );
 }
 
 /** What one handler run did: skipped as stale, or ran and wrote `written` outbox rows. */

@@ -5,6 +5,7 @@ import type { QueueType } from '../interfaces/sync-module-options.interface.js';
 import { declareConsumerTopology, explainDeclareError } from '../transport/topology.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
 import type { EventProcessor } from './event-processor.js';
+import { RunIntake } from './run-intake.js';
 
 const MAX_REOPEN_DELAY_MS = 30_000;
 
@@ -36,6 +37,8 @@ export class QueueConsumer {
   private consumerTag?: string;
   private readonly waiting: Delivery[] = [];
   private readonly running = new Set<Promise<void>>();
+  /** The runs of a parallel handler that deliveries can still join, oldest first. */
+  private readonly intakes: RunIntake[] = [];
   private runningMessages = 0;
   private pumpScheduled = false;
   private stopped = true;
@@ -170,11 +173,16 @@ export class QueueConsumer {
    * evenly over the free runs and starts at once: the events of a batch run one after another,
    * so a consumer that keeps up spreads them out instead, and adds no wait to their latency. A
    * run ending always pumps again, so nothing waits for long.
+   *
+   * A `parallel` handler's deliveries first join a run whose transaction is still open, up to a
+   * full share in all (see RunIntake): they start there at once, after one dedupe insert on its
+   * connection, and share its commit and ack, where a run of their own would begin a transaction.
    */
   private pump(): void {
-    const { concurrency, batchSize } = this.definition;
+    const { concurrency, batchSize, parallel } = this.definition;
     const window = Math.max(this.settings.prefetch, concurrency);
     const fullShare = Math.min(batchSize, Math.ceil(window / concurrency));
+    if (parallel) this.joinOpenRuns();
     while (!this.stopped && this.running.size < concurrency && this.waiting.length > 0) {
       const underLoad = 2 * (this.waiting.length + this.runningMessages) >= window;
       if (underLoad && this.running.size > 0 && this.waiting.length < fullShare) return;
@@ -184,12 +192,30 @@ export class QueueConsumer {
       const messages = [message];
       while (messages.length < share && this.waiting[0]?.channel === channel) messages.push(this.waiting.shift()!.message);
       this.runningMessages += messages.length;
-      const run: Promise<void> = this.processor.processBatch(channel, messages, this.definition).finally(() => {
+      const intake = parallel ? new RunIntake(channel, fullShare - messages.length) : undefined;
+      if (intake?.open) this.intakes.push(intake);
+      const run: Promise<void> = this.processor.processBatch(channel, messages, this.definition, intake).finally(() => {
         this.running.delete(run);
-        this.runningMessages -= messages.length;
+        this.runningMessages -= messages.length + (intake?.accepted ?? 0);
         this.pump();
       });
       this.running.add(run);
+    }
+  }
+
+  /** Hands waiting deliveries to the newest run of their channel that still takes them. */
+  private joinOpenRuns(): void {
+    while (!this.stopped && this.waiting.length > 0) {
+      for (let i = this.intakes.length - 1; i >= 0; i--) if (!this.intakes[i].open) this.intakes.splice(i, 1);
+      const { channel } = this.waiting[0];
+      let intake: RunIntake | undefined;
+      for (let i = this.intakes.length - 1; i >= 0 && !intake; i--) if (this.intakes[i].channel === channel) intake = this.intakes[i];
+      if (!intake) return;
+      let count = 1;
+      while (this.waiting[count]?.channel === channel) count++;
+      const joined = intake.offer(this.waiting.slice(0, count).map(({ message }) => message));
+      this.waiting.splice(0, joined);
+      this.runningMessages += joined;
     }
   }
 

@@ -114,17 +114,20 @@ export class InboxStore {
   /**
    * Runs a batch of events in one transaction: one dedupe insert marks the new ones (`isNew`,
    * in the order given; a repeated id is new only the first time), `work` runs their handlers,
-   * one commit. A conflict re-runs the whole batch, as for a single event.
+   * one commit. A conflict re-runs the whole batch, as for a single event. `eventIds` may be a
+   * function: it is called when the dedupe insert is sent, each time the batch runs.
    */
-  async runBatch<T>(consumer: string, eventIds: string[], work: (manager: EntityManager, isNew: boolean[]) => Promise<T>): Promise<{ isNew: boolean[]; result: T }> {
+  async runBatch<T>(consumer: string, eventIds: string[] | (() => string[]), work: (manager: EntityManager, isNew: boolean[]) => Promise<T>): Promise<{ isNew: boolean[]; result: T }> {
+    let ids = typeof eventIds === 'function' ? [] : eventIds;
     for (let conflicts = 0; ; conflicts++) {
       try {
         return await this.gate.transaction(async (manager) => {
-          const isNew = await this.markBatch(manager, consumer, eventIds);
+          if (typeof eventIds === 'function') ids = eventIds();
+          const isNew = await this.markBatch(manager, consumer, ids);
           return { isNew, result: await work(manager, isNew) };
         });
       } catch (error) {
-        if (error instanceof CommitRolledBackError) throw new AbortedTransactionError(consumer, eventIds[0], error);
+        if (error instanceof CommitRolledBackError) throw new AbortedTransactionError(consumer, ids[0], error);
         if (conflicts >= MAX_CONFLICT_RERUNS || !isTransientConflict(this.dialect, error)) throw error;
       }
     }
@@ -156,7 +159,11 @@ export class InboxStore {
     await manager.query(`DELETE FROM ${this.table} WHERE consumer = ${c} AND event_id = ${e}`, [consumer, eventId]);
   }
 
-  private async markBatch(manager: EntityManager, consumer: string, eventIds: string[]): Promise<boolean[]> {
+  /**
+   * Inserts the dedupe rows of `eventIds` in the transaction of `manager`; true for each id that
+   * was new (a repeated id is new only the first time).
+   */
+  async markBatch(manager: EntityManager, consumer: string, eventIds: string[]): Promise<boolean[]> {
     const firstIndex = new Map<string, number>();
     eventIds.forEach((id, index) => firstIndex.has(id) || firstIndex.set(id, index));
     // One lock order for every batch, so two consumers inserting overlapping batches do not deadlock.

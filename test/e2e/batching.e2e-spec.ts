@@ -186,7 +186,7 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
     const [failing, flaky] = [ids[3], ids[8]];
     behaviour.set(failing, 'fail');
     behaviour.set(flaky, 'fail-second-run');
-    // A first event holds the handler's one run while the twelve arrive, so they make one batch.
+    // A first event holds the handler's one run while the twelve arrive, so they join its batch.
     const blocker = unique('evt-blocker');
     behaviour.set(blocker, 'block');
     const release = deferred();
@@ -215,6 +215,38 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
     const effects = await app.dataSource.getRepository(BatchEffect).findBy({ consumer: parallel, eventId: In(ids) });
     expect(effects.map((effect) => effect.eventId).sort()).toEqual(ids.filter((id) => id !== failing).sort());
     expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer: parallel, eventId: In(ids) })).toBe(ids.length - 1);
+  });
+
+  it("starts deliveries that arrive while a parallel batch runs in that batch's transaction, at once", async () => {
+    // The blocker holds the handler's one run; with nothing joining it, the others would wait for it.
+    const blocker = unique('evt-blocker');
+    behaviour.set(blocker, 'block');
+    const release = deferred();
+    blocking = release.promise;
+    const joiners = [unique('evt-join'), unique('evt-join'), unique('evt-join')];
+    runs.length = 0;
+    app = await start();
+    await broker.publishRaw(exchange, 'Batch.Parallel', envelope(blocker, {}, 'Batch.Parallel'));
+    await waitFor(() => runs.some((run) => run.eventId === blocker), { what: 'the blocking run to start' });
+    // Three events, a second copy of one of them, and a body that is no event.
+    for (const id of [...joiners, joiners[0]]) await broker.publishRaw(exchange, 'Batch.Parallel', envelope(id, { id }, 'Batch.Parallel'));
+    await broker.publishRaw(exchange, 'Batch.Parallel', 'not an event');
+    await waitFor(() => joiners.every((id) => runs.some((run) => run.eventId === id)), { what: 'the three to start while the blocker runs' });
+    expect(app.metrics.snapshot(parallel).handled).toBe(0);
+    release.resolve();
+
+    const [dead] = await broker.takeAll(deadLetterQueueName(`${service}.${parallel}`), 1);
+    expect(dead.content.toString()).toBe('not an event');
+    expect(dead.properties.headers?.[SYNC_HEADERS.reason]).toBe('malformed');
+    await waitFor(() => app!.metrics.snapshot(parallel).handled === 4, { what: 'the blocker and the three handled' });
+    expect(app.metrics.snapshot(parallel)).toMatchObject({ handled: 4, duplicates: 1, retried: 0, deadLettered: 1 });
+    // Each ran once, all in the blocker's transaction, the three while it still ran.
+    expect(runs.map((run) => run.eventId).sort()).toEqual([blocker, ...joiners].sort());
+    expect(new Set(runs.map((run) => run.transaction)).size).toBe(1);
+    expect(runs.filter((run) => joiners.includes(run.eventId)).every((run) => run.together)).toBe(true);
+    const effects = await app.dataSource.getRepository(BatchEffect).findBy({ consumer: parallel, eventId: In([blocker, ...joiners]) });
+    expect(effects.map((effect) => effect.eventId).sort()).toEqual([blocker, ...joiners].sort());
+    expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer: parallel, eventId: In([blocker, ...joiners]) })).toBe(4);
   });
 
   if (engine === 'postgres') {
