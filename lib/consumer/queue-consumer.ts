@@ -205,8 +205,9 @@ export class QueueConsumer {
 
   /** Hands waiting deliveries to the newest run of their channel that still takes them. */
   private joinOpenRuns(): void {
-    while (!this.stopped && this.waiting.length > 0) {
+    for (;;) {
       for (let i = this.intakes.length - 1; i >= 0; i--) if (!this.intakes[i].open) this.intakes.splice(i, 1);
+      if (this.stopped || this.waiting.length === 0) return;
       const { channel } = this.waiting[0];
       let intake: RunIntake | undefined;
       for (let i = this.intakes.length - 1; i >= 0 && !intake; i--) if (this.intakes[i].channel === channel) intake = this.intakes[i];

@@ -26,9 +26,10 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
   const consumer = unique('Batch.onChanged');
   const sticky = unique('Batch.onSticky');
   const parallel = unique('Batch.onParallel');
-  const runs: Array<{ eventId: string; attempt: number; transaction: unknown; together?: boolean }> = [];
-  const behaviour = new Map<string, 'fail' | 'swallow-db-error' | 'db-error' | 'fail-second-run' | 'block'>();
+  const runs: Array<{ eventId: string; attempt: number; transaction: unknown; together?: boolean; handledBefore?: number }> = [];
+  const behaviour = new Map<string, 'fail' | 'swallow-db-error' | 'db-error' | 'fail-second-run' | 'block' | 'block-later'>();
   let blocking = Promise.resolve();
+  let blockingLater = Promise.resolve();
   // Pipelined connections on PostgreSQL: the parallel handler needs them, the others must not mind.
   const typeorm = typeOrmOptions(engine, [BatchEffect], { pipeline: true });
   const running = { now: 0, most: 0 };
@@ -60,9 +61,10 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
     async onParallel(_data: unknown, ctx: EventContext) {
       running.most = Math.max(running.most, ++running.now);
       try {
-        runs.push({ eventId: ctx.eventId, attempt: ctx.attempt, transaction: ctx.manager.queryRunner, together: running.now > 1 });
+        runs.push({ eventId: ctx.eventId, attempt: ctx.attempt, transaction: ctx.manager.queryRunner, together: running.now > 1, handledBefore: app?.metrics.snapshot(parallel).handled });
         const mode = behaviour.get(ctx.eventId);
         if (mode === 'block') await blocking;
+        if (mode === 'block-later') await blockingLater;
         // Sent in the same pipeline as the other handlers' inserts, ahead of some of them.
         if (mode === 'db-error') await ctx.manager.query('SELECT * FROM no_such_table_here');
         await ctx.manager.insert(BatchEffect, { consumer: parallel, eventId: ctx.eventId });
@@ -247,6 +249,38 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
     const effects = await app.dataSource.getRepository(BatchEffect).findBy({ consumer: parallel, eventId: In([blocker, ...joiners]) });
     expect(effects.map((effect) => effect.eventId).sort()).toEqual([blocker, ...joiners].sort());
     expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer: parallel, eventId: In([blocker, ...joiners]) })).toBe(4);
+  });
+
+  it('takes no more deliveries into a parallel batch once the handlers it started with have settled', async () => {
+    // `first` starts the batch, `joiner` joins it and holds it open; `late` arrives after `first`
+    // has settled, so it must wait for a run of its own instead of extending the batch's commit.
+    const [first, joiner, late] = [unique('evt-first'), unique('evt-join'), unique('evt-late')];
+    behaviour.set(first, 'block');
+    behaviour.set(joiner, 'block-later');
+    const [releaseFirst, releaseJoiner] = [deferred(), deferred()];
+    blocking = releaseFirst.promise;
+    blockingLater = releaseJoiner.promise;
+    runs.length = 0;
+    app = await start();
+    const publish = (id: string) => broker.publishRaw(exchange, 'Batch.Parallel', envelope(id, { id }, 'Batch.Parallel'));
+    await publish(first);
+    await waitFor(() => runs.some((run) => run.eventId === first), { what: 'the first run to start' });
+    await publish(joiner);
+    await waitFor(() => runs.some((run) => run.eventId === joiner), { what: 'the joiner to start' });
+    releaseFirst.resolve();
+    await waitFor(() => running.now === 1, { what: 'the first handler to settle' });
+    await publish(late);
+    await waitFor(async () => (await broker.messageCount(app!.queueOf(parallel))) === 0, { what: 'the late event delivered' });
+    releaseJoiner.resolve();
+
+    await waitFor(() => app!.metrics.snapshot(parallel).handled === 3, { what: 'all three handled' });
+    const runOf = (id: string) => runs.find((run) => run.eventId === id)!;
+    expect(runs).toHaveLength(3);
+    expect(runOf(joiner).together).toBe(true);
+    expect(runOf(joiner).handledBefore).toBe(0);
+    // The late event started only after the batch of the other two had committed.
+    expect(runOf(late).handledBefore).toBe(2);
+    expect(await app.dataSource.getRepository(BatchEffect).countBy({ consumer: parallel, eventId: In([first, joiner, late]) })).toBe(3);
   });
 
   if (engine === 'postgres') {
