@@ -133,7 +133,6 @@ async function main(): Promise<void> {
   await connection.close();
 }
 
-/** CPU milliseconds used so far by the local RabbitMQ (its Erlang VM), or undefined where /proc or the process is not there. */
 function spread(values: number[], format: (x: number) => string): string {
   const sorted = [...values].sort((a, b) => a - b);
   const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;

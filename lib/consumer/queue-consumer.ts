@@ -192,8 +192,9 @@ export class QueueConsumer {
       const messages = [message];
       while (messages.length < share && this.waiting[0]?.channel === channel) messages.push(this.waiting.shift()!.message);
       this.runningMessages += messages.length;
-      const intake = parallel ? new RunIntake(channel, fullShare - messages.length) : undefined;
-      if (intake?.open) this.intakes.push(intake);
+      // A run that has no room left takes the same path as without joining.
+      const intake = parallel && messages.length < fullShare ? new RunIntake(channel, fullShare - messages.length) : undefined;
+      if (intake) this.intakes.push(intake);
       const run: Promise<void> = this.processor.processBatch(channel, messages, this.definition, intake).finally(() => {
         this.running.delete(run);
         this.runningMessages -= messages.length + (intake?.accepted ?? 0);
