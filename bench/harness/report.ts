@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ScenarioId } from '../workers/runtime/protocol.js';
+import type { MemorySample, ScenarioId } from '../workers/runtime/protocol.js';
 import type { CpuPerEvent } from './cpu.js';
 import type { Environment } from './environment.js';
 import type { BenchOptions } from './options.js';
@@ -38,13 +38,16 @@ export interface SoakResult {
   minutes: number;
   rate: number;
   events: number;
-  samples: Array<{ at: number; rssMb: number }>;
+  samples: MemorySample[];
   /** RSS after 10 % of the soak (warmed up), at half time, and at the end. */
   startMb?: number;
   middleMb?: number;
   endMb?: number;
   maxMb?: number;
   growthPct?: number;
+  /** Lowest V8 heap used in the minute after 10 % of the soak, and in its last minute. */
+  heapFloorStartMb?: number;
+  heapFloorEndMb?: number;
   handlerStartP99?: number;
   ackP99?: number;
 }
@@ -287,16 +290,26 @@ export function renderSoak(report: SoakReport): string {
   out.push(`${report.startedAt}: \`npm run bench -- --soak ${report.options.soak}\` at ${report.options.rate.toLocaleString('en-US')} events/s; ${report.environment.machine.cores} cores, Node ${report.environment.machine.node}, ${report.environment.services.rabbitmq}, ${report.environment.services.postgres}; nestjs-event-sync ${report.environment.library}.`, '');
   out.push(
     table(
-      ['scenario', 'events', 'RSS at 10 % (MiB)', 'at 50 %', 'at the end', 'max', 'growth 10 % → end', 'flat?', 'start p99 (ms)', 'ack p99 (ms)'],
+      ['scenario', 'events', 'RSS at 10 % (MiB)', 'at 50 %', 'at the end', 'max', 'growth 10 % → end', 'flat?', 'V8 heap floor 10 % → end (MiB)', 'start p99 (ms)', 'ack p99 (ms)'],
       report.results.map((result) =>
         result.ok
-          ? [name(result.scenario), result.events.toLocaleString('en-US'), mbText(result.startMb!), mbText(result.middleMb!), mbText(result.endMb!), mbText(result.maxMb!), `${result.growthPct!.toFixed(1)} %`, result.growthPct! <= FLAT_RSS_GROWTH_PCT ? 'yes' : 'no', msText(result.handlerStartP99!), msText(result.ackP99!)]
-          : [name(result.scenario), `failed: ${oneLine(result.error)}`, '', '', '', '', '', '', '', ''],
+          ? [name(result.scenario), result.events.toLocaleString('en-US'), mbText(result.startMb!), mbText(result.middleMb!), mbText(result.endMb!), mbText(result.maxMb!), `${result.growthPct!.toFixed(1)} %`, result.growthPct! <= FLAT_RSS_GROWTH_PCT ? 'yes' : 'no', heapFloorText(result), msText(result.handlerStartP99!), msText(result.ackP99!)]
+          : [name(result.scenario), `failed: ${oneLine(result.error)}`, '', '', '', '', '', '', '', '', ''],
       ),
     ),
   );
-  out.push('', `Flat means at most ${FLAT_RSS_GROWTH_PCT} % growth from 10 % of the soak to its end. RSS sampled every 5 s; the samples are in bench/results/.`, '');
+  out.push(
+    '',
+    `Flat means at most ${FLAT_RSS_GROWTH_PCT} % growth from 10 % of the soak to its end. RSS, V8 heap used and off-heap buffers sampled every 5 s; the samples are in bench/results/. ` +
+      'The heap floor is the lowest heap-used sample in the minute after 10 % of the soak and in its last minute: a leak of live objects raises it, memory the allocator keeps after a burst does not.',
+    '',
+  );
   return out.join('\n');
+}
+
+function heapFloorText(result: SoakResult): string {
+  if (result.heapFloorStartMb === undefined || result.heapFloorEndMb === undefined) return '–';
+  return `${mbText(result.heapFloorStartMb)} → ${mbText(result.heapFloorEndMb)}`;
 }
 
 /** The soak target, from the latest soak recorded in bench/results (a soak runs by hand). */

@@ -1,9 +1,16 @@
-import type { ProcessStats, PublishResult, ScenarioId } from '../workers/runtime/protocol.js';
+import type { MemorySample, ProcessStats, PublishResult, ScenarioId } from '../workers/runtime/protocol.js';
 import type { WorkerProcess } from './child.js';
 import { type RunContext, awaitDone, startWorker } from './phases.js';
 import type { SoakResult } from './report.js';
 
 const RSS_SAMPLE_MS = 5_000;
+/** The heap floor is the lowest heap-used sample in a window this long: live objects, with little uncollected garbage. */
+const HEAP_FLOOR_WINDOW_S = 60;
+
+function heapFloor(samples: MemorySample[], fromS: number, toS: number): number | undefined {
+  const inWindow = samples.filter((sample) => sample.at >= fromS && sample.at <= toS && sample.heapUsedMb !== undefined);
+  return inWindow.length ? Math.min(...inWindow.map((sample) => sample.heapUsedMb!)) : undefined;
+}
 
 /** Soak mode: one scenario at a steady rate for minutes; the consumer's RSS over time. */
 export async function runSoak(ctx: RunContext, id: ScenarioId): Promise<SoakResult> {
@@ -34,6 +41,8 @@ export async function runSoak(ctx: RunContext, id: ScenarioId): Promise<SoakResu
       middleMb: at(0.5),
       endMb: inSoak[inSoak.length - 1]?.rssMb ?? stats.rssMb,
       maxMb: Math.max(...samples.map((sample) => sample.rssMb)),
+      heapFloorStartMb: heapFloor(samples, 0.1 * durationS, 0.1 * durationS + HEAP_FLOOR_WINDOW_S),
+      heapFloorEndMb: heapFloor(samples, durationS - HEAP_FLOOR_WINDOW_S, durationS),
       handlerStartP99: done.handlerStart?.p99,
       ackP99: done.ack?.p99,
     });

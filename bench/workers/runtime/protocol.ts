@@ -115,8 +115,17 @@ export interface ProcessStats {
   /** Peak RSS of the process so far (getrusage). */
   maxRssMb: number;
   heapUsedMb: number;
-  /** Soak mode: RSS over time, `at` in seconds since the worker was ready. */
-  samples?: Array<{ at: number; rssMb: number }>;
+  /** Soak mode: memory over time, `at` in seconds since the worker was ready. */
+  samples?: MemorySample[];
+}
+
+export interface MemorySample {
+  at: number;
+  rssMb: number;
+  /** V8 heap in use (live objects plus garbage not yet collected); absent in soaks recorded before it was sampled. */
+  heapUsedMb?: number;
+  /** Memory outside the V8 heap held by JS objects, e.g. message Buffers. */
+  externalMb?: number;
 }
 
 export type Command = 'boot' | 'expect' | 'await' | 'progress' | 'burst' | 'steady' | 'stats' | 'stop';

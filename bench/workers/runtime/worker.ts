@@ -1,4 +1,4 @@
-import type { Command, Loaded, ProcessStats, Ready, Reply, Request, WorkerConfig } from './protocol.js';
+import type { Command, Loaded, MemorySample, ProcessStats, Ready, Reply, Request, WorkerConfig } from './protocol.js';
 
 type Handler = (args: any) => unknown;
 
@@ -67,11 +67,14 @@ export function processStats(): ProcessStats {
   };
 }
 
-/** Soak mode: RSS every `intervalMs`, kept for the report. */
-export function sampleRss(intervalMs: number): Array<{ at: number; rssMb: number }> {
-  const samples: Array<{ at: number; rssMb: number }> = [];
+/** Soak mode: RSS, V8 heap used and off-heap buffers every `intervalMs`, kept for the report. */
+export function sampleRss(intervalMs: number): MemorySample[] {
+  const samples: MemorySample[] = [];
   const started = Date.now();
-  const take = () => samples.push({ at: (Date.now() - started) / 1000, rssMb: process.memoryUsage().rss / 2 ** 20 });
+  const take = () => {
+    const memory = process.memoryUsage();
+    samples.push({ at: (Date.now() - started) / 1000, rssMb: memory.rss / 2 ** 20, heapUsedMb: memory.heapUsed / 2 ** 20, externalMb: memory.external / 2 ** 20 });
+  };
   take();
   setInterval(take, intervalMs).unref();
   return samples;
