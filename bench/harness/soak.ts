@@ -3,7 +3,7 @@ import type { WorkerProcess } from './child.js';
 import { type RunContext, awaitDone, startWorker } from './phases.js';
 import type { SoakResult } from './report.js';
 
-const RSS_SAMPLE_MS = 5_000;
+const MEMORY_SAMPLE_MS = 5_000;
 /** The heap floor is the lowest heap-used sample in a window this long: live objects, with little uncollected garbage. */
 const HEAP_FLOOR_WINDOW_S = 60;
 
@@ -12,7 +12,7 @@ function heapFloor(samples: MemorySample[], fromS: number, toS: number): number 
   return inWindow.length ? Math.min(...inWindow.map((sample) => sample.heapUsedMb!)) : undefined;
 }
 
-/** Soak mode: one scenario at a steady rate for minutes; the consumer's RSS over time. */
+/** Soak mode: one scenario at a steady rate for minutes; the consumer's memory over time. */
 export async function runSoak(ctx: RunContext, id: ScenarioId): Promise<SoakResult> {
   const { options, broker } = ctx;
   const minutes = options.soak ?? 10;
@@ -23,7 +23,7 @@ export async function runSoak(ctx: RunContext, id: ScenarioId): Promise<SoakResu
     await ctx.database.reset(id);
     for (const queue of ctx.names[id]!.queues) await broker.purge(queue);
     const [consumer, publisher] = await Promise.all([
-      startWorker(ctx, id, 'consumer', 'soak', 'soak', { rssSampleMs: RSS_SAMPLE_MS }).then((worker) => (workers.push(worker), worker)),
+      startWorker(ctx, id, 'consumer', 'soak', 'soak', { memorySampleMs: MEMORY_SAMPLE_MS }).then((worker) => (workers.push(worker), worker)),
       startWorker(ctx, id, 'publisher', 'soak', 'soak').then((worker) => (workers.push(worker), worker)),
     ]);
     await consumer.request('expect', { fromSeq: 0, count: events, failEvery: 0, latency: true }, 10_000);

@@ -42,8 +42,8 @@ export interface WorkerConfig {
   expect?: Expectation;
   /** Nest logger levels of the Nest-based workers. */
   logLevels: Array<'log' | 'error' | 'warn' | 'debug' | 'verbose' | 'fatal'>;
-  /** Soak mode: sample RSS at this interval. */
-  rssSampleMs?: number;
+  /** Soak mode: sample the process's memory at this interval. */
+  memorySampleMs?: number;
 }
 
 /** A range of events the consumer must see handled and acked. */

@@ -2,7 +2,7 @@ import { dirname, join } from 'node:path';
 import { type PublishOne, burst, steady } from './publishing.js';
 import type { BurstCommand, Expectation, ProcessStats, SteadyCommand, WorkerConfig } from './protocol.js';
 import { Tracker } from './tracker.js';
-import { processStats, ready, sampleRss, serve } from './worker.js';
+import { processStats, ready, sampleMemory, serve } from './worker.js';
 
 type RequireLike = { (id: string): any; resolve(id: string): string };
 
@@ -26,7 +26,7 @@ export function consumerTracker(config: WorkerConfig, require: RequireLike): Tra
 
 /** Serves a consumer's commands; call once it consumes. */
 export function serveConsumer(config: WorkerConfig, tracker: Tracker, stop: () => Promise<unknown>, info?: Record<string, string>): void {
-  const samples = config.rssSampleMs ? sampleRss(config.rssSampleMs) : undefined;
+  const samples = config.memorySampleMs ? sampleMemory(config.memorySampleMs) : undefined;
   serve({
     expect: (expectation: Expectation) => tracker.expect(expectation),
     await: () => tracker.wait(),

@@ -68,7 +68,7 @@ export function processStats(): ProcessStats {
 }
 
 /** Soak mode: RSS, V8 heap used and off-heap buffers every `intervalMs`, kept for the report. */
-export function sampleRss(intervalMs: number): MemorySample[] {
+export function sampleMemory(intervalMs: number): MemorySample[] {
   const samples: MemorySample[] = [];
   const started = Date.now();
   const take = () => {
