@@ -71,6 +71,44 @@ export class DatabaseAdmin {
     await this.postgres.query(`TRUNCATE ${tables.map((table) => `"${this.schema}"."${table}"`).join(', ')}`);
   }
 
+  /**
+   * Fills the dedupe table with `rows` rows of earlier events of `consumer`, one every 100 ms
+   * back from now, as a table holding days of processed events does: ids of the kind the
+   * scenario publishes (UUIDv7, time-ordered, from the time of the row; or random UUIDv4).
+   * Then VACUUM ANALYZE, as autovacuum would have by then, and a CHECKPOINT, so every round
+   * starts at the same point of PostgreSQL's checkpoint cycle.
+   */
+  async prefillProcessed(consumer: string, rows: number, ids: 'v7' | 'v4'): Promise<void> {
+    const table = `"${this.schema}"."sync_processed_events"`;
+    const at = `now() - interval '100 ms' * ($2::bigint - i)`;
+    const eventId =
+      ids === 'v4'
+        ? 'gen_random_uuid()::text'
+        : // The UUIDv7 layout: 48 bits of milliseconds, version 7, 12 random bits, variant 10, 62 random bits.
+          `substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-7' || substr(r, 1, 3) || '-' || substr('89ab', 1 + (get_byte(decode(substr(r, 4, 2), 'hex'), 0) & 3), 1) || substr(r, 6, 3) || '-' || substr(r, 9, 12)`;
+    await this.postgres.query(
+      `INSERT INTO ${table} (consumer, event_id, processed_at)
+       SELECT $1, ${eventId}, at FROM (
+         SELECT at, lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), 12, '0') AS h, md5(random()::text) AS r
+         FROM (SELECT ${at} AS at FROM generate_series(1, $2::bigint) AS i) AS times) AS parts`,
+      [consumer, rows],
+    );
+    await this.postgres.query(`VACUUM ANALYZE ${table}`);
+    await this.postgres.query('CHECKPOINT');
+  }
+
+  /** PostgreSQL's current write-ahead log position. */
+  async walPosition(): Promise<string> {
+    const [row] = await this.postgres.query('SELECT pg_current_wal_lsn()::text AS lsn');
+    return String(row.lsn);
+  }
+
+  /** Bytes of write-ahead log the server wrote since `position`. */
+  async walBytesSince(position: string): Promise<number> {
+    const [row] = await this.postgres.query('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn) AS bytes', [position]);
+    return Number(row.bytes);
+  }
+
   /** Rows in the scenario's users table: one per distinct event, whatever was retried. */
   async users(id: ScenarioId): Promise<number> {
     const [row] =

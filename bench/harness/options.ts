@@ -1,6 +1,8 @@
 import type { ScenarioId } from '../workers/runtime/protocol.js';
 
-export const ALL_SCENARIOS: ScenarioId[] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'];
+export const ALL_SCENARIOS: ScenarioId[] = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'];
+/** (j) differs from (d) only in its event ids, which matters only with a filled dedupe table (`--prefill`): run it by name. */
+export const DEFAULT_SCENARIOS: ScenarioId[] = ALL_SCENARIOS.filter((id) => id !== 'j');
 export const ALL_METRICS = ['e2e', 'publish', 'drain', 'latency', 'failure'] as const;
 export type Metric = (typeof ALL_METRICS)[number];
 
@@ -28,6 +30,8 @@ export interface BenchOptions {
   /** Failure-cost phase: percentage of events that fail once. */
   failPct: number;
   retryDelayMs: number;
+  /** Rows of earlier events put in the dedupe table before each round of a library scenario on PostgreSQL. */
+  prefill: number;
   /** Soak mode: minutes at the steady rate. */
   soak?: number;
   /** Run consumers and publishers under `node --cpu-prof` (profiles land in bench/results/profiles/). */
@@ -44,7 +48,7 @@ export const USAGE = `Usage: npm run bench [-- options]      (npm run bench:smok
 
   --rounds N          rounds, scenarios interleaved in each (default 3)
   --events N          events per throughput phase (default 20000)
-  --scenarios LIST    subset, e.g. a,c,d (default a,b,c,d,e,f,g,h,i)
+  --scenarios LIST    subset, e.g. a,c,d (default a,b,c,d,e,f,g,h,i; j only by name)
   --metrics LIST      subset of e2e,publish,drain,latency,failure (default all)
   --rate N            latency phase (and soak) rate, events/s (default 1000)
   --duration S        latency phase length, seconds (default 10)
@@ -57,6 +61,8 @@ export const USAGE = `Usage: npm run bench [-- options]      (npm run bench:smok
   --pool N            database connections per consumer (default 10)
   --fail-pct P        failure-cost phase: % of events that fail once (default 10)
   --retry-delay MS    retry tier delay (default 1000)
+  --prefill N         before each round of d-j on PostgreSQL, fill the dedupe table with N
+                      earlier events' rows, ids of the scenario's kind (default 0)
   --soak [MINUTES]    soak mode: steady --rate for MINUTES (default 10), RSS over time;
                       scenarios default to d
   --smoke             tiny counts, 1 round, no result files; fails if any event is missing
@@ -80,7 +86,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     else if (next !== undefined && !next.startsWith('--')) flags.set(name, argv[++i]);
     else flags.set(name, true);
   }
-  const known = new Set(['rounds', 'events', 'scenarios', 'metrics', 'rate', 'duration', 'window', 'prefetch', 'concurrency', 'pool', 'fail-pct', 'retry-delay', 'soak', 'smoke', 'cpu-prof', 'write', 'no-write', 'render', 'batch-size', 'parallel', 'no-parallel']);
+  const known = new Set(['rounds', 'events', 'scenarios', 'metrics', 'rate', 'duration', 'window', 'prefetch', 'concurrency', 'pool', 'fail-pct', 'retry-delay', 'soak', 'smoke', 'cpu-prof', 'write', 'no-write', 'render', 'batch-size', 'parallel', 'no-parallel', 'prefill']);
   for (const name of flags.keys()) if (!known.has(name)) throw new Error(`unknown option --${name}\n\n${USAGE}`);
 
   const raw = (name: string): string | true | undefined => flags.get(name) ?? env[`BENCH_${name.toUpperCase().replace(/-/g, '_')}`];
@@ -112,7 +118,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     rounds: number('rounds', smoke ? 1 : 3),
     events: number('events', smoke ? 200 : 20_000),
     window: number('window', 1000),
-    scenarios: list('scenarios', ALL_SCENARIOS, soak !== undefined ? ['d'] : ALL_SCENARIOS),
+    scenarios: list('scenarios', ALL_SCENARIOS, soak !== undefined ? ['d'] : DEFAULT_SCENARIOS),
     metrics: list('metrics', ALL_METRICS, [...ALL_METRICS]),
     rate: number('rate', smoke ? 200 : 1000),
     duration: number('duration', smoke ? 0.5 : 10, 0.1),
@@ -123,6 +129,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     pool: number('pool', 10),
     failPct: number('fail-pct', 10, 0),
     retryDelayMs: number('retry-delay', smoke ? 200 : 1000),
+    prefill: number('prefill', 0, 0),
     soak,
     cpuProf: flag('cpu-prof'),
     write: flag('no-write') ? false : raw('write') !== undefined ? flag('write') : !smoke,

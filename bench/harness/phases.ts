@@ -40,7 +40,9 @@ export interface ScenarioRound {
   rssMb?: number;
   failure?: { healthyRate: number; ratio?: number; retried: number; allAckedAfterS: number };
   /** CPU per event of the consumer, the publisher, RabbitMQ and PostgreSQL over the drain and the latency phase (µs). */
-  cpu?: { drain?: CpuPerEvent; latency?: CpuPerEvent };
+  cpu?: { e2e?: CpuPerEvent; publish?: CpuPerEvent; drain?: CpuPerEvent; latency?: CpuPerEvent };
+  /** Bytes of PostgreSQL write-ahead log per event (the whole server's, as its CPU is), scenarios on PostgreSQL. */
+  wal?: { e2e?: number; drain?: number };
   bodyBytes?: number;
   /** Rows in the users table after the round: one per distinct event. */
   rows?: number;
@@ -80,6 +82,7 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
       result.timings[step] = (result.timings[step] ?? 0) + (Date.now() - began) / 1000;
     }
   };
+  const walPosition = () => (SCENARIOS[id].database === 'postgres' ? ctx.database.walPosition() : Promise.resolve(undefined));
   const start = (role: 'consumer' | 'publisher', phase: string, extra: Partial<WorkerConfig> = {}) =>
     timed(`start ${role}s`, async () => {
       const worker = await startWorker(ctx, id, role, round, phase, extra);
@@ -108,6 +111,9 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
     result.loadAverage = os.loadavg()[0];
     for (const queue of names.queues) await broker.purge(queue);
     await ctx.database.reset(id);
+    if (options.prefill > 0 && SCENARIOS[id].library && SCENARIOS[id].database === 'postgres') {
+      await timed('prefill', () => ctx.database.prefillProcessed(names.consumerName!, options.prefill, id === 'j' ? 'v4' : 'v7'));
+    }
     // The consumer declares its queue: a subset that publishes before any consumer ran needs one first.
     if (!want('e2e') && !(await broker.state(names.watched))) await stopped(await start('consumer', 'setup'));
     let publisher: WorkerProcess | undefined;
@@ -123,10 +129,15 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
       ({ consumer, publisher } = await startPair('e2e'));
       result.consumerSettings = consumer.info;
       await consumer.request('expect', { fromSeq: seq, count: events, failEvery: 0, latency: false }, 10_000);
+      const pids = { consumer: consumer.pid, publisher: publisher.pid };
+      const walBefore = await walPosition();
+      const cpuBefore = readCpu(pids);
       const { published, done } = await timed('e2e', async () => ({
         published: await publisher!.request<PublishResult>('burst', { tag, fromSeq: seq, count: events, window: options.window }, burstTimeout),
         done: await awaitDone(consumer!, awaitTimeout),
       }));
+      (result.cpu ??= {}).e2e = cpuPerEvent(cpuBefore, readCpu(pids), events);
+      if (walBefore !== undefined) (result.wal ??= {}).e2e = (await ctx.database.walBytesSince(walBefore)) / events;
       result.e2e = rate(events, published.firstPublishAt, done.lastAckAt);
       result.rssMb = (await consumer.request<ProcessStats>('stats', undefined, 10_000)).maxRssMb;
       result.bodyBytes = done.bodyBytes;
@@ -138,17 +149,23 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
 
     if (want('publish') || want('drain')) {
       publisher ??= await start('publisher', 'publish');
+      const cpuBefore = readCpu({ publisher: publisher.pid });
       const published = await timed('publish', () => publisher!.request<PublishResult>('burst', { tag, fromSeq: seq, count: events, window: options.window }, burstTimeout));
-      if (want('publish')) result.publish = rate(events, published.firstPublishAt, published.lastConfirmAt);
+      if (want('publish')) {
+        result.publish = rate(events, published.firstPublishAt, published.lastConfirmAt);
+        (result.cpu ??= {}).publish = cpuPerEvent(cpuBefore, readCpu({ publisher: publisher.pid }), events);
+      }
       await broker.waitFor(names.watched, `${events} messages ready`, (state) => state.messages >= events, IDLE_TIMEOUT_MS);
       if (want('drain')) {
         consumer = drainPreload
           ? await timed('start consumers', async () => (await drainPreload).boot())
           : await start('consumer', 'drain', { expect: drainExpectation });
         result.consumerSettings ??= consumer.info;
+        const walBefore = await walPosition();
         const cpuBefore = readCpu({ consumer: consumer.pid });
         const done = await timed('drain', () => awaitDone(consumer!, awaitTimeout));
         (result.cpu ??= {}).drain = cpuPerEvent(cpuBefore, readCpu({ consumer: consumer.pid }), events);
+        if (walBefore !== undefined) (result.wal ??= {}).drain = (await ctx.database.walBytesSince(walBefore)) / events;
         result.drain = rate(events, done.consumeStartedAt ?? done.firstStartAt, done.lastAckAt);
         result.rssMb ??= (await consumer.request<ProcessStats>('stats', undefined, 10_000)).maxRssMb;
         result.bodyBytes ??= done.bodyBytes;

@@ -99,7 +99,7 @@ export function ratio(report: RunReport, id: ScenarioId, base: ScenarioId, key: 
 }
 
 /** One process's CPU per event in one phase, spread over the rounds. */
-function cpuSummary(report: RunReport, id: ScenarioId, phase: 'drain' | 'latency', key: keyof CpuPerEvent): Spread | undefined {
+function cpuSummary(report: RunReport, id: ScenarioId, phase: 'e2e' | 'publish' | 'drain' | 'latency', key: keyof CpuPerEvent): Spread | undefined {
   // Below zero is no measurement: runs recorded before PostgreSQL's processes were counted one
   // by one lost the time of a connection that closed during the phase.
   return spread(okRounds(report, id).map((round) => round.cpu?.[phase]?.[key]).map((us) => (us !== undefined && us < 0 ? undefined : us)));
@@ -184,11 +184,16 @@ export function renderRun(report: RunReport): string {
   out.push('### Settings', '');
   out.push(`- ${options.events.toLocaleString('en-US')} events of ~200 bytes of JSON per throughput phase; durable queue, persistent messages, publisher confirms, prefetch ${options.prefetch}, manual acks; publisher and consumer in separate processes; at most ${options.window} publishes awaiting a confirm at once.`);
   out.push(`- Every handler upserts one users row on ${'PostgreSQL'} (SQLite for e) through a pool of ${options.pool} connections.`);
-  out.push(`- nestjs-event-sync: \`SyncModule.forRoot({ prefetch: ${options.prefetch}, retry: { attempts: 3, delays: [${options.retryDelayMs}] }${options.batchSize === undefined ? '' : `, batchSize: ${options.batchSize}`} })\`, \`@OnEvent(..., { concurrency: ${options.concurrency}${options.parallel ? ', parallel: true' : ''} })\` (per-handler options; defaults 1 and false)${options.parallel ? ', PostgreSQL pools with `extra: { pipeline: true }` (d, f, g, i)' : ''}${librarySettings(report)}.`);
+  out.push(`- nestjs-event-sync: \`SyncModule.forRoot({ prefetch: ${options.prefetch}, retry: { attempts: 3, delays: [${options.retryDelayMs}] }${options.batchSize === undefined ? '' : `, batchSize: ${options.batchSize}`} })\`, \`@OnEvent(..., { concurrency: ${options.concurrency}${options.parallel ? ', parallel: true' : ''} })\` (per-handler options; defaults 1 and false)${options.parallel ? ', PostgreSQL pools with `extra: { pipeline: true }` (d, f, g, i, j)' : ''}${librarySettings(report)}.`);
   out.push(`- Nest logger levels of every Nest app: ${LOG_LEVELS.join(', ')}.`);
   out.push(`- Latency: a steady ${options.rate.toLocaleString('en-US')} events/s for ${options.duration} s. A consumer slower than that rate builds a backlog, and its latencies are then mostly time spent queued (seconds rather than milliseconds).`);
   out.push(`- Failure cost: every ${failEvery}th event (${options.failPct} %) fails once after its upsert and goes through a ${options.retryDelayMs} ms retry tier; healthy events/s is the events that never failed over first publish → last of them acked, as a ratio to the same round's e2e (0 % failing).`);
   const loads = spread(report.rounds.map((round) => round.loadAverage));
+  if (options.prefill > 0) {
+    out.push(
+      `- Dedupe table filled before each round of d–j on PostgreSQL (\`--prefill\`): ${options.prefill.toLocaleString('en-US')} rows of earlier events of the scenario's consumer, one per 100 ms back from the round's start, ids of the kind the scenario publishes (UUIDv7; random UUIDv4 for j), then VACUUM ANALYZE and a CHECKPOINT.`,
+    );
+  }
   if (loads) out.push(`- Machine load (1-min load average at the start of each scenario round, the run's own processes included): ${loads.min.toFixed(1)}–${loads.max.toFixed(1)}, median ${loads.median.toFixed(1)}.`);
   out.push(`- Rounds interleave the scenarios (the order rotates by one each round); each figure is the median with min–max over the rounds, and ratios are taken within a round, then their median.`);
   out.push('');
@@ -237,9 +242,34 @@ export function renderRun(report: RunReport): string {
       ),
     );
     out.push('');
+    if (ids.some((id) => okRounds(report, id).some((round) => round.cpu?.e2e || round.cpu?.publish))) {
+      out.push(
+        'The same for the end-to-end phase (publisher and consumer at once) and the publish-only phase (the publisher alone):',
+        '',
+        table(
+          ['scenario', 'e2e: consumer', 'publisher', 'RabbitMQ', 'PostgreSQL', 'all', 'publish-only: publisher', 'RabbitMQ', 'PostgreSQL', 'all'],
+          ids.map((id) => [
+            name(id),
+            ...(['consumer', 'publisher', 'broker', 'postgres', 'all'] as const).map((key) => cell(cpuSummary(report, id, 'e2e', key), microText)),
+            ...(['publisher', 'broker', 'postgres', 'all'] as const).map((key) => cell(cpuSummary(report, id, 'publish', key), microText)),
+          ]),
+        ),
+        '',
+      );
+    }
+    const walIds = ids.filter((id) => okRounds(report, id).some((round) => round.wal));
+    if (walIds.length > 0) {
+      const walOf = (id: ScenarioId, phase: 'e2e' | 'drain') => spread(okRounds(report, id).map((round) => round.wal?.[phase]));
+      out.push(
+        "PostgreSQL's write-ahead log per event (bytes; the server's, read from `pg_current_wal_lsn()` before and after the phase):",
+        '',
+        table(['scenario', 'e2e', 'drain'], walIds.map((id) => [name(id), cell(walOf(id, 'e2e'), microText), cell(walOf(id, 'drain'), microText)])),
+        '',
+      );
+    }
   }
   // (g) and (i) beside (d): what the stale-event guard costs over the plain path, and what the ORM's upsert builder costs.
-  for (const base of (ids.includes('g') || ids.includes('i') ? ['a', 'c', 'd'] : ['a', 'c']) as ScenarioId[]) {
+  for (const base of (ids.some((id) => ['g', 'i', 'j'].includes(id)) ? ['a', 'c', 'd'] : ['a', 'c']) as ScenarioId[]) {
     if (!ids.includes(base)) continue;
     out.push(`### Ratios to ${name(base)} (per round, then median)`, '');
     out.push(

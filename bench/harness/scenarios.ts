@@ -99,6 +99,16 @@ export const SCENARIOS: Record<ScenarioId, Scenario> = {
     database: 'postgres',
     library: true,
   },
+  j: {
+    id: 'j',
+    label: 'nestjs-event-sync, random UUIDv4 event ids (PostgreSQL)',
+    description:
+      'as d, but published with `eventId: randomUUID()` (random ids, as from a producer that sets its own, or this library before its ids were UUIDv7): with `--prefill`, (j) against (d) is what random ids cost a dedupe table that holds earlier events',
+    consumerScript: workerScript('event-sync.consumer'),
+    publisherScript: workerScript('event-sync.publisher'),
+    database: 'postgres',
+    library: true,
+  },
 };
 
 /** Names one scenario uses in one run: all unique to the run, all deleted afterwards. */

@@ -1,8 +1,9 @@
 /**
- * Scenarios (d), (e) and (f), publishing: this library's `SyncPublisher.publish()`, which
+ * Scenarios (d)–(j), publishing: this library's `SyncPublisher.publish()`, which
  * resolves on the broker's confirm. Scenario (f) publishes through the outbox instead.
  */
 import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
@@ -47,6 +48,8 @@ async function main(): Promise<void> {
   // d–f consume without ordering, so they publish without a key (a key adds the envelope field
   // and the sync-key-bucket header); h spreads events over its partitions by key.
   let publishOne: PublishOne = (event: UserEvent) => publisher.publish(EVENT_TYPE, event);
+  // Scenario j: random ids, as a producer that sets its own would send (or this library before UUIDv7).
+  if (config.scenario === 'j') publishOne = (event: UserEvent) => publisher.publish(EVENT_TYPE, event, { eventId: randomUUID() });
   if (config.scenario === 'h') publishOne = (event: UserEvent) => publisher.publish(EVENT_TYPE, event, { key: event.id });
   // Scenario g: the stale-event guard needs a sequence per key.
   if (config.scenario === 'g') publishOne = (event: UserEvent) => publisher.publish(EVENT_TYPE, event, { key: event.id, sequence: event.seq + 1 });

@@ -1,15 +1,15 @@
-import { randomUUID } from 'node:crypto';
 import type { Options } from 'amqplib';
 import { InvalidEventDataError } from '../errors/invalid-event-data.error.js';
 import type { PublishOptions } from '../interfaces/publish-options.interface.js';
 import type { SyncEvent } from '../interfaces/sync-event.interface.js';
 import { isStorableId } from '../persistence/dialect.js';
 import { HEADER, KEY_BUCKETS } from '../sync.constants.js';
+import { newEventId } from './event-id.js';
 
 /** Builds the wire envelope of DESIGN §3. */
 export function buildEnvelope<T>(source: string, eventType: string, data: T, options: PublishOptions = {}): SyncEvent<T> {
   const envelope: SyncEvent<T> = {
-    eventId: options.eventId ?? randomUUID(),
+    eventId: options.eventId ?? newEventId(),
     eventType,
     data,
     timestamp: new Date().toISOString(),

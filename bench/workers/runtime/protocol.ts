@@ -3,7 +3,7 @@
 /** Partitions of scenario h. */
 export const BENCH_PARTITIONS = 4;
 
-export type ScenarioId = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h' | 'i';
+export type ScenarioId = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h' | 'i' | 'j';
 
 /** The one event type (routing key) of every scenario. */
 export const EVENT_TYPE = 'UserUpserted';
