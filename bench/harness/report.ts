@@ -355,7 +355,7 @@ function soakVerdict(): string {
 }
 
 function describeOptions(options: BenchOptions): string {
-  return `--rounds ${options.rounds} --events ${options.events} --scenarios ${options.scenarios.join(',')} --rate ${options.rate} --duration ${options.duration}`;
+  return `--rounds ${options.rounds} --events ${options.events} --scenarios ${options.scenarios.join(',')} --rate ${options.rate} --duration ${options.duration}${options.prefill > 0 ? ` --prefill ${options.prefill}` : ''}`;
 }
 
 function oneLine(text: string | undefined): string {
