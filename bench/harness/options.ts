@@ -23,6 +23,8 @@ export interface BenchOptions {
   concurrency: number;
   /** This library's `batchSize`; undefined: its default. */
   batchSize?: number;
+  /** This library's `queueMode`; undefined: its default. */
+  queueMode?: 'lazy' | 'default';
   /** This library's handlers (d–i) run with `parallel: true` (PostgreSQL pools in pipeline mode). */
   parallel: boolean;
   /** Connections in each consumer's database pool. */
@@ -56,6 +58,7 @@ export const USAGE = `Usage: npm run bench [-- options]      (npm run bench:smok
   --prefetch N        prefetch of every consumer (default 50)
   --concurrency N     this library's per-handler concurrency (default 4)
   --batch-size N      this library's batchSize (default: the library's default)
+  --queue-mode MODE   this library's queueMode, lazy or default (default: the library's default)
   --parallel / --no-parallel  this library's handlers (d-g) with parallel: true and the
                       PostgreSQL pool in pipeline mode (default: on)
   --pool N            database connections per consumer (default 10)
@@ -86,7 +89,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     else if (next !== undefined && !next.startsWith('--')) flags.set(name, argv[++i]);
     else flags.set(name, true);
   }
-  const known = new Set(['rounds', 'events', 'scenarios', 'metrics', 'rate', 'duration', 'window', 'prefetch', 'concurrency', 'pool', 'fail-pct', 'retry-delay', 'soak', 'smoke', 'cpu-prof', 'write', 'no-write', 'render', 'batch-size', 'parallel', 'no-parallel', 'prefill']);
+  const known = new Set(['rounds', 'events', 'scenarios', 'metrics', 'rate', 'duration', 'window', 'prefetch', 'concurrency', 'pool', 'fail-pct', 'retry-delay', 'soak', 'smoke', 'cpu-prof', 'write', 'no-write', 'render', 'batch-size', 'queue-mode', 'parallel', 'no-parallel', 'prefill']);
   for (const name of flags.keys()) if (!known.has(name)) throw new Error(`unknown option --${name}\n\n${USAGE}`);
 
   const raw = (name: string): string | true | undefined => flags.get(name) ?? env[`BENCH_${name.toUpperCase().replace(/-/g, '_')}`];
@@ -125,6 +128,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     prefetch,
     concurrency: number('concurrency', 4),
     batchSize: raw('batch-size') === undefined ? undefined : number('batch-size', 1),
+    queueMode: queueMode(raw('queue-mode')),
     parallel: flag('no-parallel') ? false : raw('parallel') !== undefined ? flag('parallel') : true,
     pool: number('pool', 10),
     failPct: number('fail-pct', 10, 0),
@@ -137,4 +141,10 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
     postgresUrl: env.POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test',
     render: typeof flags.get('render') === 'string' ? (flags.get('render') as string) : undefined,
   };
+}
+
+function queueMode(value: string | boolean | undefined): 'lazy' | 'default' | undefined {
+  if (value === undefined) return undefined;
+  if (value !== 'lazy' && value !== 'default') throw new Error(`--queue-mode needs lazy or default, got ${String(value)}`);
+  return value;
 }

@@ -284,6 +284,7 @@ export function spawnWorker(ctx: RunContext, id: ScenarioId, role: 'consumer' | 
     prefetch: options.prefetch,
     concurrency: options.concurrency,
     batchSize: options.batchSize,
+    queueMode: options.queueMode,
     parallel: options.parallel,
     poolSize: options.pool,
     database: ctx.database.config(id),

@@ -184,7 +184,7 @@ export function renderRun(report: RunReport): string {
   out.push('### Settings', '');
   out.push(`- ${options.events.toLocaleString('en-US')} events of ~200 bytes of JSON per throughput phase; durable queue, persistent messages, publisher confirms, prefetch ${options.prefetch}, manual acks; publisher and consumer in separate processes; at most ${options.window} publishes awaiting a confirm at once.`);
   out.push(`- Every handler upserts one users row on ${'PostgreSQL'} (SQLite for e) through a pool of ${options.pool} connections.`);
-  out.push(`- nestjs-event-sync: \`SyncModule.forRoot({ prefetch: ${options.prefetch}, retry: { attempts: 3, delays: [${options.retryDelayMs}] }${options.batchSize === undefined ? '' : `, batchSize: ${options.batchSize}`} })\`, \`@OnEvent(..., { concurrency: ${options.concurrency}${options.parallel ? ', parallel: true' : ''} })\` (per-handler options; defaults 1 and false)${options.parallel ? ', PostgreSQL pools with `extra: { pipeline: true }` (d, f, g, i, j)' : ''}${librarySettings(report)}.`);
+  out.push(`- nestjs-event-sync: \`SyncModule.forRoot({ prefetch: ${options.prefetch}, retry: { attempts: 3, delays: [${options.retryDelayMs}] }${options.batchSize === undefined ? '' : `, batchSize: ${options.batchSize}`}${options.queueMode === undefined ? '' : `, queueMode: '${options.queueMode}'`} })\`, \`@OnEvent(..., { concurrency: ${options.concurrency}${options.parallel ? ', parallel: true' : ''} })\` (per-handler options; defaults 1 and false)${options.parallel ? ', PostgreSQL pools with `extra: { pipeline: true }` (d, f, g, i, j)' : ''}${librarySettings(report)}.`);
   out.push(`- Nest logger levels of every Nest app: ${LOG_LEVELS.join(', ')}.`);
   out.push(`- Latency: a steady ${options.rate.toLocaleString('en-US')} events/s for ${options.duration} s. A consumer slower than that rate builds a backlog, and its latencies are then mostly time spent queued (seconds rather than milliseconds).`);
   out.push(`- Failure cost: every ${failEvery}th event (${options.failPct} %) fails once after its upsert and goes through a ${options.retryDelayMs} ms retry tier; healthy events/s is the events that never failed over first publish → last of them acked, as a ratio to the same round's e2e (0 % failing).`);
@@ -355,7 +355,7 @@ function soakVerdict(): string {
 }
 
 function describeOptions(options: BenchOptions): string {
-  return `--rounds ${options.rounds} --events ${options.events} --scenarios ${options.scenarios.join(',')} --rate ${options.rate} --duration ${options.duration}${options.prefill > 0 ? ` --prefill ${options.prefill}` : ''}`;
+  return `--rounds ${options.rounds} --events ${options.events} --scenarios ${options.scenarios.join(',')} --rate ${options.rate} --duration ${options.duration}${options.prefill > 0 ? ` --prefill ${options.prefill}` : ''}${options.queueMode === undefined ? '' : ` --queue-mode ${options.queueMode}`}`;
 }
 
 function oneLine(text: string | undefined): string {

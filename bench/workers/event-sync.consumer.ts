@@ -52,6 +52,7 @@ class UsersProjection {
       prefetch: config.prefetch,
       retry: { attempts: 3, delays: [config.retryDelayMs] },
       ...(config.batchSize === undefined ? {} : { batchSize: config.batchSize }),
+      ...(config.queueMode === undefined ? {} : { queueMode: config.queueMode }),
     }),
   ],
   providers: [UsersProjection],

@@ -1,8 +1,8 @@
 import { Logger } from '@nestjs/common';
 import type { AmqpConnectionManager } from 'amqp-connection-manager';
 import type { Channel, ChannelModel as Connection, ConfirmChannel, ConsumeMessage } from 'amqplib';
-import type { QueueType } from '../interfaces/sync-module-options.interface.js';
-import { declarePartitionTopology, explainDeclareError, membersQueueName, partitionQueueName } from '../transport/topology.js';
+import type { QueueMode, QueueType } from '../interfaces/sync-module-options.interface.js';
+import { declarePartitionTopology, explainDeclareError, keptModeWarning, membersQueueName, partitionQueueName, QueueArguments } from '../transport/topology.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
 import type { EventProcessor } from './event-processor.js';
 import type { ConsumerStatus } from './queue-consumer.js';
@@ -10,6 +10,7 @@ import type { ConsumerStatus } from './queue-consumer.js';
 export interface PartitionSettings {
   exchange: string;
   queueType: QueueType;
+  queueMode: QueueMode;
   prefetch: number;
   rebalanceIntervalMs: number;
 }
@@ -32,6 +33,7 @@ export class PartitionedConsumer {
   private stopped = true;
   private timer?: NodeJS.Timeout;
   private ticking?: Promise<void>;
+  private readonly queueArgs: QueueArguments;
   private lastError?: string;
 
   constructor(
@@ -40,6 +42,7 @@ export class PartitionedConsumer {
     private readonly processor: EventProcessor,
     private readonly settings: PartitionSettings,
   ) {
+    this.queueArgs = new QueueArguments(settings.queueType, settings.queueMode);
     const count = definition.partitions!;
     // Instances starting together try different partitions first.
     const offset = Math.floor(Math.random() * count);
@@ -62,12 +65,15 @@ export class PartitionedConsumer {
 
   private async openControl(connection: Connection): Promise<Channel> {
     const channel = await connection.createChannel();
-    channel.on('error', (error: Error) => this.logger.error(`Control channel of ${this.definition.queue} failed: ${error.message}`));
+    // An error while declaring rejects the declare and is reported from there.
+    channel.on('error', (error: Error) => {
+      if (this.control === channel) this.logger.error(`Control channel of ${this.definition.queue} failed: ${error.message}`);
+    });
     channel.on('close', () => {
       if (this.control === channel) this.control = undefined;
     });
     try {
-      await declarePartitionTopology(channel, this.settings.exchange, this.settings.queueType, {
+      await declarePartitionTopology(channel, this.settings.exchange, this.queueArgs, {
         queue: this.definition.queue,
         eventTypes: this.definition.eventTypes,
         partitions: this.definition.partitions!,
@@ -76,7 +82,11 @@ export class PartitionedConsumer {
       await channel.consume(membersQueueName(this.definition.queue), () => undefined, { noAck: true });
     } catch (error) {
       await channel.close().catch(() => undefined);
-      throw explainDeclareError(error);
+      const explained = explainDeclareError(error);
+      const kept = this.queueArgs.keepMode(explained);
+      if (!kept) throw explained;
+      this.logger.warn(keptModeWarning(kept));
+      return this.openControl(connection);
     }
     this.control = channel;
     this.logger.log(

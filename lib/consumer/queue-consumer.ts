@@ -1,8 +1,8 @@
 import { Logger } from '@nestjs/common';
 import type { AmqpConnectionManager } from 'amqp-connection-manager';
 import type { ChannelModel as Connection, ConfirmChannel, ConsumeMessage } from 'amqplib';
-import type { QueueType } from '../interfaces/sync-module-options.interface.js';
-import { declareConsumerTopology, explainDeclareError } from '../transport/topology.js';
+import type { QueueMode, QueueType } from '../interfaces/sync-module-options.interface.js';
+import { declareConsumerTopology, explainDeclareError, keptModeWarning, QueueArguments } from '../transport/topology.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
 import type { EventProcessor } from './event-processor.js';
 import { RunIntake } from './run-intake.js';
@@ -45,13 +45,16 @@ export class QueueConsumer {
   private reopenTimer?: NodeJS.Timeout;
   private reopenAttempts = 0;
   private lastError?: string;
+  private readonly queueArgs: QueueArguments;
 
   constructor(
     readonly definition: ConsumerDefinition,
     private readonly connection: AmqpConnectionManager,
     private readonly processor: EventProcessor,
-    private readonly settings: { exchange: string; queueType: QueueType; prefetch: number; reopenDelayMs: number },
-  ) {}
+    private readonly settings: { exchange: string; queueType: QueueType; queueMode: QueueMode; prefetch: number; reopenDelayMs: number },
+  ) {
+    this.queueArgs = new QueueArguments(settings.queueType, settings.queueMode);
+  }
 
   /** Opens the channel now (errors such as a topology mismatch propagate) and again after every reconnect. */
   async start(): Promise<void> {
@@ -90,13 +93,20 @@ export class QueueConsumer {
     const channel = await connection.createConfirmChannel();
     // Each retry or dead-letter copy in flight watches for its return: one listener per concurrent run.
     channel.setMaxListeners(0);
-    channel.on('error', (error: Error) => this.logger.error(`Channel of ${this.definition.queue} failed: ${error.message}`));
+    // An error while setting up rejects setup() and is reported from there.
+    channel.on('error', (error: Error) => {
+      if (this.channel === channel) this.logger.error(`Channel of ${this.definition.queue} failed: ${error.message}`);
+    });
     channel.on('close', () => this.onChannelClosed(channel, connection));
     try {
       await this.setup(channel);
     } catch (error) {
       await channel.close().catch(() => undefined);
-      throw explainDeclareError(error);
+      const explained = explainDeclareError(error);
+      const kept = this.queueArgs.keepMode(explained);
+      if (!kept) throw explained;
+      this.logger.warn(keptModeWarning(kept));
+      return this.open(connection);
     }
     if (this.stopped) {
       // stop() ran while this channel was being set up: it must not keep consuming.
@@ -121,7 +131,7 @@ export class QueueConsumer {
 
   private async setup(channel: ConfirmChannel): Promise<void> {
     const { definition, settings } = this;
-    await declareConsumerTopology(channel, settings.exchange, settings.queueType, {
+    await declareConsumerTopology(channel, settings.exchange, this.queueArgs, {
       queue: definition.queue,
       eventTypes: definition.eventTypes,
       retryDelaysMs: definition.retry.delaysMs,

@@ -4,6 +4,8 @@ import type { Duration } from '../options/duration.js';
 import type { RetryOptions } from './retry-options.interface.js';
 
 export type QueueType = 'classic' | 'quorum';
+/** RabbitMQ's mode of a classic queue (`x-queue-mode`); 3.12 and later ignore it. */
+export type QueueMode = 'lazy' | 'default';
 
 export interface SyncModuleOptions {
   /** This service's name: prefixes its queues and is the `source` of the events it publishes. */
@@ -26,6 +28,13 @@ export interface SyncModuleOptions {
   retry?: RetryOptions | false;
   /** `quorum` for replicated queues on a cluster. Default `classic`. */
   queueType?: QueueType;
+  /**
+   * The mode of the classic queues this service declares: `lazy` (default) writes events to disk
+   * as they arrive instead of also holding them in the broker's memory, `default` is RabbitMQ's
+   * own. A queue that already exists keeps the mode it was created with (a warning says so).
+   * Ignored by quorum queues and by RabbitMQ 3.12 and later.
+   */
+  queueMode?: QueueMode;
   /** The TypeORM DataSource (or its name) that stores processed events. Default: the app's default DataSource. */
   dataSource?: DataSource | string;
   /** How long a publish may wait for the broker's confirm, also while it is unreachable. Default 30s. */
@@ -98,6 +107,7 @@ export interface ResolvedSyncOptions {
   batchSize: number;
   retry: import('./retry-options.interface.js').RetryPolicy;
   queueType: QueueType;
+  queueMode: QueueMode;
   dataSource?: DataSource | string;
   publishTimeoutMs: number;
   maxPendingPublishes: number;

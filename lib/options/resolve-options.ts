@@ -20,7 +20,7 @@ import { resolveRetryPolicy } from './retry-policy.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const KNOWN = new Set<keyof SyncModuleOptions>([
-  'service', 'url', 'urls', 'exchange', 'prefetch', 'batchSize', 'retry', 'queueType', 'dataSource', 'publishTimeout',
+  'service', 'url', 'urls', 'exchange', 'prefetch', 'batchSize', 'retry', 'queueType', 'queueMode', 'dataSource', 'publishTimeout',
   'maxPendingPublishes', 'shutdownTimeout', 'startupTimeout', 'reconnectDelay', 'heartbeat', 'retention', 'outbox',
   'maxMessageBytes', 'handlerTimeout', 'tls',
 ]);
@@ -44,6 +44,7 @@ export function resolveSyncOptions(options: SyncModuleOptions): ResolvedSyncOpti
     batchSize: resolveInteger(options.batchSize ?? DEFAULT_BATCH_SIZE, 'batchSize', 1, 1_000),
     retry: resolveRetryPolicy(options.retry ?? { ...DEFAULT_RETRY, delays: [...DEFAULT_RETRY.delays] }, 'retry'),
     queueType: resolveQueueType(options.queueType),
+    queueMode: resolveQueueMode(options.queueMode),
     dataSource: resolveDataSource(options.dataSource),
     publishTimeoutMs: resolveDuration(options.publishTimeout, 'publishTimeout', DEFAULT_PUBLISH_TIMEOUT_MS, 1),
     maxPendingPublishes: resolveInteger(options.maxPendingPublishes ?? DEFAULT_MAX_PENDING_PUBLISHES, 'maxPendingPublishes', 1, 10_000_000),
@@ -189,6 +190,14 @@ function resolveQueueType(value: unknown): 'classic' | 'quorum' {
   if (value === undefined) return 'classic';
   if (value !== 'classic' && value !== 'quorum') {
     throw new InvalidSyncOptionsError('queueType', `must be 'classic' or 'quorum' (got ${JSON.stringify(value)})`, "Use 'quorum' on a cluster, or leave it out.");
+  }
+  return value;
+}
+
+function resolveQueueMode(value: unknown): 'lazy' | 'default' {
+  if (value === undefined) return 'lazy';
+  if (value !== 'lazy' && value !== 'default') {
+    throw new InvalidSyncOptionsError('queueMode', `must be 'lazy' or 'default' (got ${JSON.stringify(value)})`, "Leave it out for lazy queues, or use 'default' for RabbitMQ's own mode.");
   }
   return value;
 }

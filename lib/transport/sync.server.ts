@@ -98,7 +98,7 @@ export class SyncServer extends ServerRMQ implements CustomTransportStrategy {
     const connection = await this.connect();
     for (const definition of this.definitions.values()) {
       if (this.consumers.has(definition.consumer)) continue;
-      const settings = { exchange: this.sync.exchange, queueType: this.sync.queueType, prefetch: this.sync.prefetch };
+      const settings = { exchange: this.sync.exchange, queueType: this.sync.queueType, queueMode: this.sync.queueMode, prefetch: this.sync.prefetch };
       const consumer = definition.partitions
         ? new PartitionedConsumer(definition, connection, this.processor, { ...settings, rebalanceIntervalMs: PARTITION_REBALANCE_INTERVAL_MS })
         : new QueueConsumer(definition, connection, this.processor, { ...settings, reopenDelayMs: this.sync.reconnectDelayMs });

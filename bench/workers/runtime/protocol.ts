@@ -29,6 +29,8 @@ export interface WorkerConfig {
   concurrency: number;
   /** This library's `batchSize` (SyncModule option); undefined: the library's default. */
   batchSize?: number;
+  /** This library's `queueMode` (SyncModule option); undefined: the library's default. */
+  queueMode?: 'lazy' | 'default';
   /** Scenarios d–g: the handler's `parallel` option, and pg's pipeline mode on the pool. */
   parallel: boolean;
   /** Connections in the database pool of every scenario. */
