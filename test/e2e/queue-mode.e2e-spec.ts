@@ -1,23 +1,14 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { Injectable } from '@nestjs/common';
 import { deadLetterQueueName, OnEvent, partitionQueueName, retryQueueName, SyncProcessedEvent, SyncPublisher } from '../../lib/index.js';
 import { startApp, type TestApp } from '../support/app.js';
 import { Broker } from '../support/broker.js';
+import { listQueues } from '../support/broker-control.js';
 import { LogCapture } from '../support/log-capture.js';
 import { unique, waitFor } from '../support/wait.js';
 
-const run = promisify(execFile);
-
 /** The x-queue-mode of every queue whose name starts with `prefix`, as RabbitMQ holds it ('none' when it has none). */
 async function queueModes(prefix: string): Promise<Map<string, string>> {
-  const { stdout } = await run('rabbitmqctl', ['list_queues', '-q', '--no-table-headers', 'name', 'arguments'], { timeout: 60_000 });
-  const modes = new Map<string, string>();
-  for (const line of stdout.split('\n')) {
-    const [name, args] = line.split('\t');
-    if (name?.startsWith(prefix) && args !== undefined) modes.set(name, /"x-queue-mode","([^"]*)"/.exec(args)?.[1] ?? 'none');
-  }
-  return modes;
+  return new Map([...(await listQueues(prefix, 'arguments'))].map(([name, [args]]) => [name, /"x-queue-mode","([^"]*)"/.exec(args)?.[1] ?? 'none']));
 }
 
 function handler(consumer: string, runs: string[], options: { partitions?: number } = {}) {
@@ -29,6 +20,16 @@ function handler(consumer: string, runs: string[], options: { partitions?: numbe
     }
   }
   return Projection;
+}
+
+/** Declares queues as an earlier version or an operator would have, before the service starts. */
+async function declareBefore(...queues: Array<[string, Record<string, unknown>]>): Promise<void> {
+  const broker = await Broker.connect();
+  try {
+    for (const [queue, args] of queues) await broker.channel.assertQueue(queue, { durable: true, arguments: args });
+  } finally {
+    await broker.close();
+  }
 }
 
 async function publishProbes(app: TestApp, count: number): Promise<void> {
@@ -75,13 +76,7 @@ describe('queueMode (PostgreSQL)', () => {
     const service = unique('svc');
     const consumer = unique('Kept.onProbe');
     const queue = `${service}.${consumer}`;
-    const broker = await Broker.connect();
-    try {
-      await broker.channel.assertQueue(queue, { durable: true });
-      await broker.channel.assertQueue(deadLetterQueueName(queue), { durable: true, arguments: { 'x-queue-mode': 'default' } });
-    } finally {
-      await broker.close();
-    }
+    await declareBefore([queue, {}], [deadLetterQueueName(queue), { 'x-queue-mode': 'default' }]);
     const logs = new LogCapture();
     const runs: string[] = [];
     app = await startApp({ engine: 'postgres', service, providers: [handler(consumer, runs)], logger: logs });
@@ -103,12 +98,7 @@ describe('queueMode (PostgreSQL)', () => {
     const service = unique('svc');
     const consumer = unique('KeptParts.onProbe');
     const queue = `${service}.${consumer}`;
-    const broker = await Broker.connect();
-    try {
-      await broker.channel.assertQueue(partitionQueueName(queue, 0), { durable: true });
-    } finally {
-      await broker.close();
-    }
+    await declareBefore([partitionQueueName(queue, 0), {}]);
     const logs = new LogCapture();
     const runs: string[] = [];
     app = await startApp({ engine: 'postgres', service, providers: [handler(consumer, runs, { partitions: 2 })], logger: logs });

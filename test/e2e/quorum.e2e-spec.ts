@@ -1,21 +1,13 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { Injectable } from '@nestjs/common';
 import { deadLetterQueueName, EventContext, OnEvent, retryQueueName, SyncProcessedEvent } from '../../lib/index.js';
 import { startApp, type TestApp } from '../support/app.js';
 import { Broker } from '../support/broker.js';
+import { listQueues } from '../support/broker-control.js';
 import { unique, waitFor } from '../support/wait.js';
 
-const run = promisify(execFile);
-
+/** The type of every queue whose name starts with `prefix`. */
 async function queueTypes(prefix: string): Promise<Map<string, string>> {
-  const { stdout } = await run('rabbitmqctl', ['list_queues', '-q', '--no-table-headers', 'name', 'type'], { timeout: 60_000 });
-  const types = new Map<string, string>();
-  for (const line of stdout.split('\n')) {
-    const [name, type] = line.trim().split(/\s+/);
-    if (name?.startsWith(prefix)) types.set(name, type);
-  }
-  return types;
+  return new Map([...(await listQueues(prefix, 'type'))].map(([name, [type]]) => [name, type.trim()]));
 }
 
 describe("queueType: 'quorum' (SQLite)", () => {

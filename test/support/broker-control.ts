@@ -50,6 +50,17 @@ export async function queueDepths(prefix = ''): Promise<Map<string, QueueDepth>>
   return depths;
 }
 
+/** `rabbitmqctl list_queues` of the given columns (after the name) for every queue whose name starts with `prefix`. */
+export async function listQueues(prefix: string, ...columns: string[]): Promise<Map<string, string[]>> {
+  const { stdout } = await run('rabbitmqctl', ['list_queues', '-q', '--no-table-headers', 'name', ...columns], { timeout: COMMAND_TIMEOUT_MS });
+  const queues = new Map<string, string[]>();
+  for (const line of stdout.split('\n')) {
+    const [name, ...values] = line.split('\t');
+    if (name && name.startsWith(prefix) && values.length === columns.length) queues.set(name, values);
+  }
+  return queues;
+}
+
 /** Runs `fn` while the broker is stopped; the broker is running again afterwards, whatever `fn` did. */
 export async function withBrokerStopped<T>(fn: () => Promise<T>): Promise<T> {
   try {
