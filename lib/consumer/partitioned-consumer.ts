@@ -2,7 +2,7 @@ import { Logger } from '@nestjs/common';
 import type { AmqpConnectionManager } from 'amqp-connection-manager';
 import type { Channel, ChannelModel as Connection, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { QueueMode, QueueType } from '../interfaces/sync-module-options.interface.js';
-import { declarePartitionTopology, explainDeclareError, keptModeWarning, membersQueueName, partitionQueueName, QueueArguments } from '../transport/topology.js';
+import { declarePartitionTopology, membersQueueName, partitionQueueName, QueueArguments } from '../transport/topology.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
 import type { EventProcessor } from './event-processor.js';
 import type { ConsumerStatus } from './queue-consumer.js';
@@ -82,10 +82,7 @@ export class PartitionedConsumer {
       await channel.consume(membersQueueName(this.definition.queue), () => undefined, { noAck: true });
     } catch (error) {
       await channel.close().catch(() => undefined);
-      const explained = explainDeclareError(error);
-      const kept = this.queueArgs.keepMode(explained);
-      if (!kept) throw explained;
-      this.logger.warn(keptModeWarning(kept));
+      this.logger.warn(this.queueArgs.keepModeOrThrow(error));
       return this.openControl(connection);
     }
     this.control = channel;

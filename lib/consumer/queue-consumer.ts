@@ -2,7 +2,7 @@ import { Logger } from '@nestjs/common';
 import type { AmqpConnectionManager } from 'amqp-connection-manager';
 import type { ChannelModel as Connection, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { QueueMode, QueueType } from '../interfaces/sync-module-options.interface.js';
-import { declareConsumerTopology, explainDeclareError, keptModeWarning, QueueArguments } from '../transport/topology.js';
+import { declareConsumerTopology, QueueArguments } from '../transport/topology.js';
 import type { ConsumerDefinition } from './consumer-definition.js';
 import type { EventProcessor } from './event-processor.js';
 import { RunIntake } from './run-intake.js';
@@ -102,10 +102,7 @@ export class QueueConsumer {
       await this.setup(channel);
     } catch (error) {
       await channel.close().catch(() => undefined);
-      const explained = explainDeclareError(error);
-      const kept = this.queueArgs.keepMode(explained);
-      if (!kept) throw explained;
-      this.logger.warn(keptModeWarning(kept));
+      this.logger.warn(this.queueArgs.keepModeOrThrow(error));
       return this.open(connection);
     }
     if (this.stopped) {

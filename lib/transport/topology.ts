@@ -51,6 +51,17 @@ export class QueueArguments {
   }
 
   /**
+   * After a failed declare: the warning to log when the queue keeps its own mode (declare again),
+   * else throws the error, explained (see explainDeclareError).
+   */
+  keepModeOrThrow(error: unknown): string {
+    const explained = explainDeclareError(error);
+    const kept = this.keepMode(explained);
+    if (!kept) throw explained;
+    return keptModeWarning(kept);
+  }
+
+  /**
    * After a declare refused for its `x-queue-mode` alone: the queue keeps the mode it was created
    * with, and is declared with that from now on. Returns the mode kept (`undefined`: none given,
    * RabbitMQ's default), or false when the error is not such a refusal or the queue was already

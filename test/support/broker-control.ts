@@ -39,15 +39,8 @@ export async function queueDepth(queue: string): Promise<QueueDepth | undefined>
 
 /** Every queue whose name starts with `prefix`, with its depths, from one `rabbitmqctl list_queues`. */
 export async function queueDepths(prefix = ''): Promise<Map<string, QueueDepth>> {
-  const { stdout } = await run('rabbitmqctl', ['list_queues', '-q', '--no-table-headers', 'name', 'messages_ready', 'messages_unacknowledged', 'consumers'], {
-    timeout: COMMAND_TIMEOUT_MS,
-  });
-  const depths = new Map<string, QueueDepth>();
-  for (const line of stdout.split('\n')) {
-    const [name, ready, unacked, consumers] = line.split('\t');
-    if (name && name.startsWith(prefix) && ready !== undefined) depths.set(name, { ready: Number(ready), unacked: Number(unacked), consumers: Number(consumers) });
-  }
-  return depths;
+  const rows = await listQueues(prefix, 'messages_ready', 'messages_unacknowledged', 'consumers');
+  return new Map([...rows].map(([name, [ready, unacked, consumers]]) => [name, { ready: Number(ready), unacked: Number(unacked), consumers: Number(consumers) }]));
 }
 
 /** `rabbitmqctl list_queues` of the given columns (after the name) for every queue whose name starts with `prefix`. */
