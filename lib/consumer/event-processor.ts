@@ -271,6 +271,8 @@ export class EventProcessor {
       for (let index = first; index < batch.length; index++) outcomes[index] = Promise.resolve({ status: 'rejected', reason: error });
       return;
     }
+    // As for the batch's own handlers: their statements leave in one write.
+    holdWritesForOneTurn(manager);
     for (const [offset, isFresh] of fresh.entries()) {
       isNew[first + offset] = isFresh;
       start(first + offset);

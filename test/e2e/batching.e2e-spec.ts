@@ -14,6 +14,13 @@ class BatchEffect {
   @Column({ name: 'event_id', type: 'varchar', length: 200 }) eventId!: string;
 }
 
+/** On PostgreSQL, whether the transaction's socket holds its writes (they leave together at the end of the turn). */
+function writesHeld(ctx: EventContext): boolean | undefined {
+  const client = (ctx.manager.queryRunner as unknown as { databaseConnection?: { connection?: { stream?: { writableCorked?: number } } } }).databaseConnection;
+  const corked = client?.connection?.stream?.writableCorked;
+  return corked === undefined ? undefined : corked > 0;
+}
+
 function envelope(eventId: string, data: unknown, eventType = 'Batch.Changed'): string {
   return JSON.stringify({ eventId, eventType, data, timestamp: new Date().toISOString(), source: 'test' });
 }
@@ -26,7 +33,7 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
   const consumer = unique('Batch.onChanged');
   const sticky = unique('Batch.onSticky');
   const parallel = unique('Batch.onParallel');
-  const runs: Array<{ eventId: string; attempt: number; transaction: unknown; together?: boolean; handledBefore?: number }> = [];
+  const runs: Array<{ eventId: string; attempt: number; transaction: unknown; together?: boolean; handledBefore?: number; writesHeld?: boolean }> = [];
   const behaviour = new Map<string, 'fail' | 'swallow-db-error' | 'db-error' | 'fail-second-run' | 'block' | 'block-later'>();
   let blocking = Promise.resolve();
   let blockingLater = Promise.resolve();
@@ -61,7 +68,7 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
     async onParallel(_data: unknown, ctx: EventContext) {
       running.most = Math.max(running.most, ++running.now);
       try {
-        runs.push({ eventId: ctx.eventId, attempt: ctx.attempt, transaction: ctx.manager.queryRunner, together: running.now > 1, handledBefore: app?.metrics.snapshot(parallel).handled });
+        runs.push({ eventId: ctx.eventId, attempt: ctx.attempt, transaction: ctx.manager.queryRunner, together: running.now > 1, handledBefore: app?.metrics.snapshot(parallel).handled, writesHeld: writesHeld(ctx) });
         const mode = behaviour.get(ctx.eventId);
         if (mode === 'block') await blocking;
         if (mode === 'block-later') await blockingLater;
@@ -246,6 +253,9 @@ describe.each(ENGINES)('batched deliveries on %s', (engine) => {
     expect(runs.map((run) => run.eventId).sort()).toEqual([blocker, ...joiners].sort());
     expect(new Set(runs.map((run) => run.transaction)).size).toBe(1);
     expect(runs.filter((run) => joiners.includes(run.eventId)).every((run) => run.together)).toBe(true);
+    // On PostgreSQL the joined handlers' statements leave in one write, as the batch's own do.
+    const held = runs.map((run) => run.writesHeld);
+    expect(held).toEqual(runs.map(() => (engine === 'postgres' ? true : undefined)));
     const effects = await app.dataSource.getRepository(BatchEffect).findBy({ consumer: parallel, eventId: In([blocker, ...joiners]) });
     expect(effects.map((effect) => effect.eventId).sort()).toEqual([blocker, ...joiners].sort());
     expect(await app.dataSource.getRepository(SyncProcessedEvent).countBy({ consumer: parallel, eventId: In([blocker, ...joiners]) })).toBe(4);
