@@ -43,7 +43,6 @@ export class Settler {
     this.trackers.get(channel)?.settled(message.fields.deliveryTag);
     try {
       channel.ack(message);
-      holdFramesOfThisTurn(channel);
     } catch {
       // The channel closed under us: the broker redelivers the message and the dedupe absorbs it.
     }
@@ -63,7 +62,6 @@ export class Settler {
     try {
       if (upTo > 0) channel.ack({ fields: { deliveryTag: upTo } } as ConsumeMessage, true);
       for (const message of messages) if (message.fields.deliveryTag > upTo) channel.ack(message);
-      holdFramesOfThisTurn(channel);
     } catch {
       // The channel closed under us: the broker redelivers the messages and the dedupe absorbs them.
     }
@@ -74,7 +72,6 @@ export class Settler {
     this.trackers.get(channel)?.settled(message.fields.deliveryTag);
     try {
       channel.nack(message, false, true);
-      holdFramesOfThisTurn(channel);
     } catch {
       // Closed channel: the broker requeues unacked messages by itself.
     }
@@ -153,34 +150,6 @@ export class Settler {
       }
     }).finally(() => channel.off('return', onReturn));
   }
-}
-
-interface Socket {
-  cork(): void;
-  uncork(): void;
-}
-
-const heldSockets = new WeakSet<object>();
-
-/**
- * amqplib queues a channel's frames and writes them from a `setImmediate`, each with a system
- * call of its own: the acks of several batches settled in one turn would cost one each. Call
- * after queueing a frame: the connection's socket is held until just after that write (the
- * queue's readable event comes first on the tick queue, and schedules the write before this
- * release), so the frames queued in this turn leave in one write. Held or not, every frame is
- * written in the same turn; a connection whose socket cannot be held is left as it is.
- */
-function holdFramesOfThisTurn(channel: ConfirmChannel): void {
-  const socket = (channel as { connection?: { stream?: Partial<Socket> } }).connection?.stream;
-  if (typeof socket?.cork !== 'function' || typeof socket.uncork !== 'function' || heldSockets.has(socket)) return;
-  heldSockets.add(socket);
-  socket.cork();
-  process.nextTick(() =>
-    setImmediate(() => {
-      heldSockets.delete(socket);
-      socket.uncork!();
-    }),
-  );
 }
 
 /** Copies headers, dropping broker-owned `x-` ones (x-death and friends) that must not be re-published. */
