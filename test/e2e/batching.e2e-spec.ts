@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { Column, Entity, In, PrimaryGeneratedColumn } from 'typeorm';
 import { deadLetterQueueName, type EventContext, OnEvent, SYNC_HEADERS, SyncProcessedEvent } from '../../lib/index.js';
+import { pipelinedClient } from '../../lib/persistence/write-hold.js';
 import { startApp, type TestApp } from '../support/app.js';
 import { Broker } from '../support/broker.js';
 import { ENGINES, typeOrmOptions } from '../support/databases.js';
@@ -16,8 +17,7 @@ class BatchEffect {
 
 /** On PostgreSQL, whether the transaction's socket holds its writes (they leave together at the end of the turn). */
 function writesHeld(ctx: EventContext): boolean | undefined {
-  const client = (ctx.manager.queryRunner as unknown as { databaseConnection?: { connection?: { stream?: { writableCorked?: number } } } }).databaseConnection;
-  const corked = client?.connection?.stream?.writableCorked;
+  const corked = (pipelinedClient(ctx.manager)?.connection?.stream as { writableCorked?: number } | undefined)?.writableCorked;
   return corked === undefined ? undefined : corked > 0;
 }
 
