@@ -159,6 +159,7 @@ function brief(result: ScenarioRound): string {
   if (result.e2e) parts.push(`e2e ${fmt(result.e2e)}/s`);
   if (result.publish) parts.push(`publish ${fmt(result.publish)}/s`);
   if (result.drain) parts.push(`drain ${fmt(result.drain)}/s`);
+  if (result.latency?.delivery) parts.push(`delivery p50/p99 ${result.latency.delivery.p50.toFixed(1)}/${result.latency.delivery.p99.toFixed(1)} ms`);
   if (result.latency) parts.push(`start p50/p99 ${result.latency.handlerStart.p50.toFixed(1)}/${result.latency.handlerStart.p99.toFixed(1)} ms, ack p50/p99 ${result.latency.ack.p50.toFixed(1)}/${result.latency.ack.p99.toFixed(1)} ms`);
   if (result.failure) parts.push(`healthy with failures ${fmt(result.failure.healthyRate)}/s (${(result.failure.ratio ?? NaN).toFixed(2)}×)`);
   if (result.rssMb) parts.push(`RSS ${result.rssMb.toFixed(0)} MiB`);

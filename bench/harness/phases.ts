@@ -35,7 +35,8 @@ export interface ScenarioRound {
   publish?: number;
   drain?: number;
   /** `consumerRate`: events/s from the first publish to the last ack; below the offered rate, latency is mostly queueing. */
-  latency?: { handlerStart: LatencySummary; ack: LatencySummary; publisherRate: number; consumerRate?: number };
+  /** `delivery` (publish -> the client's consume callback) is missing from runs recorded before it was measured. */
+  latency?: { handlerStart: LatencySummary; delivery?: LatencySummary; ack: LatencySummary; publisherRate: number; consumerRate?: number };
   /** Peak RSS of the consumer of the e2e phase (or of the drain phase without e2e). */
   rssMb?: number;
   failure?: { healthyRate: number; ratio?: number; retried: number; allAckedAfterS: number };
@@ -187,8 +188,13 @@ export async function runScenarioRound(ctx: RunContext, id: ScenarioId, round: n
         published: await publisher!.request<PublishResult>('steady', { tag, fromSeq: seq, rate: options.rate, durationMs: options.duration * 1000 }, options.duration * 1000 + burstTimeout),
         done: await awaitDone(consumer!, awaitTimeout),
       }));
+      // Every handler start sampled must have its delivery time, or the two columns describe different events.
+      if (done.delivery?.n !== done.handlerStart!.n) {
+        throw new Error(`latency: ${done.handlerStart!.n} handler starts sampled, ${done.delivery?.n ?? 0} delivery times: the handler got message objects the consume callback did not see`);
+      }
       result.latency = {
         handlerStart: done.handlerStart!,
+        delivery: done.delivery,
         ack: done.ack!,
         publisherRate: rate(count, published.firstPublishAt, published.lastConfirmAt),
         consumerRate: rate(count, published.firstPublishAt, done.lastAckAt),

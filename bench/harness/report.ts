@@ -55,7 +55,7 @@ export interface SoakResult {
 /** RSS may grow this much from 10 % of the soak to its end and still count as flat. */
 export const FLAT_RSS_GROWTH_PCT = 10;
 
-type Key = 'e2e' | 'drain' | 'publish' | 'startP50' | 'startP99' | 'ackP50' | 'ackP99' | 'rss' | 'healthy' | 'failureRatio';
+type Key = 'e2e' | 'drain' | 'publish' | 'deliveryP50' | 'deliveryP99' | 'startP50' | 'startP99' | 'ackP50' | 'ackP99' | 'rss' | 'healthy' | 'failureRatio';
 
 function value(round: ScenarioRound, key: Key): number | undefined {
   switch (key) {
@@ -63,6 +63,10 @@ function value(round: ScenarioRound, key: Key): number | undefined {
     case 'drain':
     case 'publish':
       return round[key];
+    case 'deliveryP50':
+      return round.latency?.delivery?.p50;
+    case 'deliveryP99':
+      return round.latency?.delivery?.p99;
     case 'startP50':
       return round.latency?.handlerStart.p50;
     case 'startP99':
@@ -209,11 +213,19 @@ export function renderRun(report: RunReport): string {
   );
   out.push('');
   out.push(`### Latency at ${options.rate.toLocaleString('en-US')} events/s (ms) and consumer memory`, '');
+  if (ids.some((id) => summary(report, id, 'deliveryP99'))) {
+    out.push(
+      "Publish → delivery ends when the client's consume callback gets the message in the consumer process, before the client's own path to the handler (for this library: the dedupe insert and a free transaction). It grows with how busy the consumer process and the machine are.",
+      '',
+    );
+  }
   out.push(
     table(
-      ['scenario', 'publish → handler start p50', 'p99', 'publish → ack p50', 'p99', 'kept up with the rate', 'consumer peak RSS (MiB)'],
+      ['scenario', 'publish → delivery p50', 'p99', 'publish → handler start p50', 'p99', 'publish → ack p50', 'p99', 'kept up with the rate', 'consumer peak RSS (MiB)'],
       ids.map((id) => [
         name(id),
+        cell(summary(report, id, 'deliveryP50'), msText),
+        cell(summary(report, id, 'deliveryP99'), msText),
         cell(summary(report, id, 'startP50'), msText),
         cell(summary(report, id, 'startP99'), msText),
         cell(summary(report, id, 'ackP50'), msText),

@@ -54,7 +54,7 @@ export interface Expectation {
   count: number;
   /** Every n-th event (seq % n === 0) fails on its first run; 0: none fail. */
   failEvery: number;
-  /** Record publish -> handler start and publish -> ack for each event. */
+  /** Record publish -> delivery, publish -> handler start and publish -> ack for each event. */
   latency: boolean;
 }
 
@@ -79,6 +79,8 @@ export interface ExpectationResult {
   /** When the consumer asked the broker for deliveries (basic.consume) on its queue. */
   consumeStartedAt?: number;
   handlerStart?: LatencySummary;
+  /** Publish -> the consume callback of the client in the consumer process, before the handler's path starts. */
+  delivery?: LatencySummary;
   ack?: LatencySummary;
   /** Size of one message body as it arrived. */
   bodyBytes?: number;

@@ -20,6 +20,8 @@ interface Active extends Expectation {
   /** Latencies of every `sampleEvery`-th event (all of them up to MAX_LATENCY_SAMPLES), in fixed memory. */
   sampleEvery: number;
   startLatencies: Samples;
+  /** Publish -> the client's consume callback (the delivery reaching the consumer's code). */
+  deliveryLatencies: Samples;
   ackLatencies: Samples;
   waiters: Array<(result: ExpectationResult) => void>;
 }
@@ -36,6 +38,8 @@ export interface TrackedMessage {
 }
 
 const MARK = Symbol('bench-mark');
+/** When the consume callback got the message (set on the message object, as MARK is). */
+const DELIVERED_AT = Symbol('bench-delivered-at');
 /** Bounds the tracker's own memory, which a soak would otherwise count as the consumer's growth. */
 const MAX_LATENCY_SAMPLES = 20_000;
 
@@ -115,7 +119,10 @@ export class Tracker {
       const open = unsettled.get(this) ?? new Map<number, any>();
       unsettled.set(this, open);
       return consume.call(this, queue, (message: any) => {
-        if (message) open.set(message.fields.deliveryTag, message);
+        if (message) {
+          message[DELIVERED_AT] = now();
+          open.set(message.fields.deliveryTag, message);
+        }
         return callback(message);
       }, ...rest);
     };
@@ -135,6 +142,7 @@ export class Tracker {
       lastHealthyAckAt: 0,
       sampleEvery,
       startLatencies: new Samples(capacity),
+      deliveryLatencies: new Samples(capacity),
       ackLatencies: new Samples(capacity),
       waiters: [],
     };
@@ -166,7 +174,11 @@ export class Tracker {
     if (firstRun) {
       active.started += 1;
       if (active.firstStartAt === 0) active.firstStartAt = at;
-      if (active.latency && index % active.sampleEvery === 0) active.startLatencies.push(at - event.sentAt);
+      if (active.latency && index % active.sampleEvery === 0) {
+        active.startLatencies.push(at - event.sentAt);
+        const deliveredAt = (message as any)[DELIVERED_AT] as number | undefined;
+        if (deliveredAt !== undefined) active.deliveryLatencies.push(deliveredAt - event.sentAt);
+      }
     }
     if (firstRun && active.failEvery > 0 && event.seq % active.failEvery === 0) {
       active.failed.add(event.seq);
@@ -210,6 +222,7 @@ export class Tracker {
       lastHealthyAckAt: active.lastHealthyAckAt,
       consumeStartedAt: this.consumeStartedAt,
       handlerStart: active.latency ? active.startLatencies.summary() : undefined,
+      delivery: active.latency ? active.deliveryLatencies.summary() : undefined,
       ack: active.latency ? active.ackLatencies.summary() : undefined,
       bodyBytes: this.bodyBytes,
     };
