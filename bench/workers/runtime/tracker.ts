@@ -120,7 +120,8 @@ export class Tracker {
       unsettled.set(this, open);
       return consume.call(this, queue, (message: any) => {
         if (message) {
-          message[DELIVERED_AT] = now();
+          // Only the latency phase reads it: the throughput phases do not pay for the clock.
+          if (tracker.active?.latency) message[DELIVERED_AT] = now();
           open.set(message.fields.deliveryTag, message);
         }
         return callback(message);
