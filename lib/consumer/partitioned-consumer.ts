@@ -82,9 +82,10 @@ export class PartitionedConsumer {
       await channel.consume(membersQueueName(this.definition.queue), () => undefined, { noAck: true });
     } catch (error) {
       await channel.close().catch(() => undefined);
-      this.logger.warn(this.queueArgs.keepModeOrThrow(error));
+      this.queueArgs.keepModeOrThrow(error);
       return this.openControl(connection);
     }
+    for (const warning of this.queueArgs.takeWarnings()) this.logger.warn(warning);
     this.control = channel;
     this.logger.log(
       `${this.definition.label} consumes ${this.definition.partitions} partitions of ${this.definition.queue} (${this.definition.eventTypes.join(', ')})`,

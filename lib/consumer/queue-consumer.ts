@@ -102,9 +102,10 @@ export class QueueConsumer {
       await this.setup(channel);
     } catch (error) {
       await channel.close().catch(() => undefined);
-      this.logger.warn(this.queueArgs.keepModeOrThrow(error));
+      this.queueArgs.keepModeOrThrow(error);
       return this.open(connection);
     }
+    for (const warning of this.queueArgs.takeWarnings()) this.logger.warn(warning);
     if (this.stopped) {
       // stop() ran while this channel was being set up: it must not keep consuming.
       await channel.close().catch(() => undefined);

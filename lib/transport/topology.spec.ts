@@ -63,6 +63,19 @@ describe('QueueArguments', () => {
     expect(new QueueArguments('quorum', 'lazy').keepMode(modeRefused('billing.A.b', 'none'))).toBe(false);
   });
 
+  it('reports a kept mode once, only when asked after the declare with it, and throws other refusals', () => {
+    const args = new QueueArguments('classic', 'lazy');
+    args.keepModeOrThrow(modeRefused('billing.A.b', 'none'));
+    const typeRefused = new Error(
+      `PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'billing.A.b' in vhost '/': received none but current is the value 'quorum' of type 'longstr'`,
+    );
+    expect(() => args.keepModeOrThrow(typeRefused)).toThrow(TopologyMismatchError);
+    const warnings = args.takeWarnings();
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('"billing.A.b" already exists in RabbitMQ\'s default mode');
+    expect(args.takeWarnings()).toEqual([]);
+  });
+
   it('says how to make a kept queue lazy in place', () => {
     const warning = keptModeWarning({ queue: 'billing.A.b', mode: undefined });
     expect(warning).toContain('"billing.A.b"');

@@ -37,6 +37,8 @@ export const membersQueueName = (queue: string): string => `${queue}.members`;
 export class QueueArguments {
   /** Queues found to exist with another mode than the option's: declared with their own from then on. */
   private readonly kept = new Map<string, string | undefined>();
+  /** Kept modes not reported yet: see takeWarnings. */
+  private readonly unreported: Array<{ queue: string; mode: string | undefined }> = [];
 
   constructor(
     readonly queueType: QueueType,
@@ -51,14 +53,23 @@ export class QueueArguments {
   }
 
   /**
-   * After a failed declare: the warning to log when the queue keeps its own mode (declare again),
-   * else throws the error, explained (see explainDeclareError).
+   * After a failed declare: returns when the queue keeps its own mode (declare again), else
+   * throws the error, explained (see explainDeclareError).
    */
-  keepModeOrThrow(error: unknown): string {
+  keepModeOrThrow(error: unknown): void {
     const explained = explainDeclareError(error);
     const kept = this.keepMode(explained);
     if (!kept) throw explained;
-    return keptModeWarning(kept);
+    this.unreported.push(kept);
+  }
+
+  /**
+   * The warnings for queues that keep their own mode, each once, to log after a declare with that
+   * mode succeeded: a queue that differs in more than its mode (a quorum queue met by a classic
+   * declare) then fails with the real mismatch and no warning about its mode before it.
+   */
+  takeWarnings(): string[] {
+    return this.unreported.splice(0).map(keptModeWarning);
   }
 
   /**

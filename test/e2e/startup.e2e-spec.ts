@@ -1,4 +1,4 @@
-import { Injectable, type OnModuleInit, type Provider } from '@nestjs/common';
+import { Injectable, type LoggerService, type OnModuleInit, type Provider } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import type { AmqpConnectionManager } from 'amqp-connection-manager';
@@ -17,17 +17,18 @@ import { Broker } from '../support/broker.js';
 import { startBroker, stopBroker } from '../support/broker-control.js';
 import { typeOrmOptions } from '../support/databases.js';
 import { track } from '../support/deferred.js';
+import { LogCapture } from '../support/log-capture.js';
 import { AMQP_URL } from '../support/env.js';
 import { unique, waitFor } from '../support/wait.js';
 
 /** A module the test initialises itself, so it can close it after `init()` rejected. */
-async function compile(sync: Partial<SyncModuleOptions>, providers: Provider[] = []): Promise<{ moduleRef: TestingModule; dispose(): Promise<void> }> {
+async function compile(sync: Partial<SyncModuleOptions>, providers: Provider[] = [], logger?: LoggerService): Promise<{ moduleRef: TestingModule; dispose(): Promise<void> }> {
   const typeorm = typeOrmOptions('sqlite', []);
   const moduleRef = await Test.createTestingModule({
     imports: [TypeOrmModule.forRoot(typeorm.options), SyncModule.forRoot({ service: unique('svc'), exchange: unique('ex'), url: AMQP_URL, ...sync })],
     providers,
   }).compile();
-  moduleRef.useLogger(process.env.SYNC_TEST_LOGS ? ['log', 'warn', 'error', 'debug'] : false);
+  moduleRef.useLogger(logger ?? (process.env.SYNC_TEST_LOGS ? ['log', 'warn', 'error', 'debug'] : false));
   return {
     moduleRef,
     async dispose() {
@@ -160,6 +161,39 @@ describe('application startup', () => {
         expect((error as Error).message).toContain('x-queue-type');
       } finally {
         await dispose();
+      }
+      expect(runs).toHaveLength(0);
+    });
+
+    it('fails on an argument RabbitMQ checks after the mode, with no warning that the queue keeps its mode', async () => {
+      // RabbitMQ reports the mode first here: the queue has none where this service declares lazy
+      // ones, and also single active consumer, which this service does not declare.
+      const other = `${service}.${unique('OperatorQueue.onPing')}`;
+      const broker = await Broker.connect();
+      try {
+        await broker.channel.assertQueue(other, { durable: true, arguments: { 'x-single-active-consumer': true } });
+      } finally {
+        await broker.close();
+      }
+      const logs = new LogCapture();
+      const consumerOf = other.slice(service.length + 1);
+      @Injectable()
+      class OperatorProjection {
+        @OnEvent('Ping', { consumer: consumerOf })
+        async onPing(_data: unknown, ctx: EventContext) {
+          runs.push(ctx.eventId);
+        }
+      }
+      const { moduleRef, dispose } = await compile({ service, exchange, reconnectDelay: '200ms', retry: false }, [OperatorProjection], logs);
+      try {
+        const error = await rejectionOf(moduleRef.init());
+        expect(error).toMatchObject({ name: 'TopologyMismatchError', kind: 'queue', entity: other, argument: 'x-single-active-consumer' });
+        expect(logs.matching(/already exists in/)).toEqual([]);
+      } finally {
+        await dispose();
+        const cleanup = await Broker.connect();
+        await cleanup.deleteQueues(other);
+        await cleanup.close();
       }
       expect(runs).toHaveLength(0);
     });
