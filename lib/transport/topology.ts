@@ -65,8 +65,9 @@ export class QueueArguments {
 
   /**
    * The warnings for queues that keep their own mode, each once, to log after a declare with that
-   * mode succeeded: a queue that differs in more than its mode (a quorum queue met by a classic
-   * declare) then fails with the real mismatch and no warning about its mode before it.
+   * mode succeeded: a queue that differs in more than its mode (say, single active consumer,
+   * which RabbitMQ checks after the mode) then fails with the real mismatch and no warning
+   * about its mode before it.
    */
   takeWarnings(): string[] {
     return this.unreported.splice(0).map(keptModeWarning);

@@ -168,7 +168,8 @@ describe('application startup', () => {
     it('fails on an argument RabbitMQ checks after the mode, with no warning that the queue keeps its mode', async () => {
       // RabbitMQ reports the mode first here: the queue has none where this service declares lazy
       // ones, and also single active consumer, which this service does not declare.
-      const other = `${service}.${unique('OperatorQueue.onPing')}`;
+      const operatorConsumer = unique('OperatorQueue.onPing');
+      const other = `${service}.${operatorConsumer}`;
       const broker = await Broker.connect();
       try {
         await broker.channel.assertQueue(other, { durable: true, arguments: { 'x-single-active-consumer': true } });
@@ -176,10 +177,9 @@ describe('application startup', () => {
         await broker.close();
       }
       const logs = new LogCapture();
-      const consumerOf = other.slice(service.length + 1);
       @Injectable()
       class OperatorProjection {
-        @OnEvent('Ping', { consumer: consumerOf })
+        @OnEvent('Ping', { consumer: operatorConsumer })
         async onPing(_data: unknown, ctx: EventContext) {
           runs.push(ctx.eventId);
         }
