@@ -121,7 +121,8 @@ describe("ordering: 'key' with @PublishesEvent({ sequence }) and two competing c
 
   beforeAll(async () => {
     const Projection = handlerFor(consumer, seen);
-    first = await startApp({ engine: 'postgres', providers: [Projection], entities: [Copy, Applied], keepTopology: true });
+    // The first instance closes last and deletes the queues both consumed.
+    first = await startApp({ engine: 'postgres', providers: [Projection], entities: [Copy, Applied] });
     second = await startApp({ engine: 'postgres', providers: [Projection], entities: [Copy, Applied], service: first.service, exchange: first.exchange, keepTopology: true });
     publisherApp = await startApp({ engine: 'postgres', providers: [Users], exchange: first.exchange });
   });

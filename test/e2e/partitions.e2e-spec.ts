@@ -11,6 +11,7 @@ import {
   SyncPublisher,
   SyncServer,
   TopologyMismatchError,
+  unkeyedExchangeName,
 } from '../../lib/index.js';
 import { startApp, type TestApp } from '../support/app.js';
 import { Broker } from '../support/broker.js';
@@ -212,5 +213,9 @@ describe('partitions: N (PostgreSQL)', () => {
     await expect(startApp({ engine: 'postgres', providers: [partitionedHandler(consumer, 'B', 8)], entities: [PartitionApplied], service, exchange, keepTopology: true })).rejects.toThrow(
       TopologyMismatchError,
     );
+    // The refused start declared the alternate exchange of 8 partitions before the mismatch.
+    const broker = await Broker.connect();
+    await broker.deleteExchange(unkeyedExchangeName(first.queueOf(consumer), 8));
+    await broker.close();
   });
 });
