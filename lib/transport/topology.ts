@@ -37,8 +37,8 @@ export const membersQueueName = (queue: string): string => `${queue}.members`;
 export class QueueArguments {
   /** Queues found to exist with another mode than the option's: declared with their own from then on. */
   private readonly kept = new Map<string, string | undefined>();
-  /** Kept modes not reported yet: see takeWarnings. */
-  private readonly unreported: Array<{ queue: string; mode: string | undefined }> = [];
+  /** Warnings for kept modes not reported yet: see takeWarnings. */
+  private readonly unreported: string[] = [];
 
   constructor(
     readonly queueType: QueueType,
@@ -60,7 +60,7 @@ export class QueueArguments {
     const explained = explainDeclareError(error);
     const kept = this.keepMode(explained);
     if (!kept) throw explained;
-    this.unreported.push(kept);
+    this.unreported.push(keptModeWarning(kept));
   }
 
   /**
@@ -70,7 +70,7 @@ export class QueueArguments {
    * about its mode before it.
    */
   takeWarnings(): string[] {
-    return this.unreported.splice(0).map(keptModeWarning);
+    return this.unreported.splice(0);
   }
 
   /**

@@ -128,6 +128,8 @@ describe('application startup', () => {
     const service = unique('svc');
     const exchange = unique('ex');
     const queue = `${service}.${consumer}`;
+    const operatorConsumer = unique('OperatorQueue.onPing');
+    const operatorQueue = `${service}.${operatorConsumer}`;
     const runs: string[] = [];
 
     @Injectable()
@@ -140,7 +142,7 @@ describe('application startup', () => {
 
     afterAll(async () => {
       const broker = await Broker.connect();
-      await broker.deleteQueues(queue);
+      await broker.deleteQueues(queue, operatorQueue);
       await broker.deleteExchange(exchange);
       await broker.close();
     });
@@ -168,11 +170,9 @@ describe('application startup', () => {
     it('fails on an argument RabbitMQ checks after the mode, with no warning that the queue keeps its mode', async () => {
       // RabbitMQ reports the mode first here: the queue has none where this service declares lazy
       // ones, and also single active consumer, which this service does not declare.
-      const operatorConsumer = unique('OperatorQueue.onPing');
-      const other = `${service}.${operatorConsumer}`;
       const broker = await Broker.connect();
       try {
-        await broker.channel.assertQueue(other, { durable: true, arguments: { 'x-single-active-consumer': true } });
+        await broker.channel.assertQueue(operatorQueue, { durable: true, arguments: { 'x-single-active-consumer': true } });
       } finally {
         await broker.close();
       }
@@ -187,13 +187,10 @@ describe('application startup', () => {
       const { moduleRef, dispose } = await compile({ service, exchange, reconnectDelay: '200ms', retry: false }, [OperatorProjection], logs);
       try {
         const error = await rejectionOf(moduleRef.init());
-        expect(error).toMatchObject({ name: 'TopologyMismatchError', kind: 'queue', entity: other, argument: 'x-single-active-consumer' });
+        expect(error).toMatchObject({ name: 'TopologyMismatchError', kind: 'queue', entity: operatorQueue, argument: 'x-single-active-consumer' });
         expect(logs.matching(/already exists in/)).toEqual([]);
       } finally {
         await dispose();
-        const cleanup = await Broker.connect();
-        await cleanup.deleteQueues(other);
-        await cleanup.close();
       }
       expect(runs).toHaveLength(0);
     });
