@@ -11,9 +11,10 @@
  * 4. raw amqplib with the whole wire contract but its messageId;
  * 5. raw amqplib with the whole wire contract: the envelope, and the AMQP properties DESIGN §3
  *    asks for (messageId, type, appId, timestamp, contentType, mandatory);
- * 6. as 5 through amqp-connection-manager's confirm channel (what the library publishes on);
- * 7. `SyncPublisher.publish(type, data)`;
- * 8. `SyncPublisher.publish(type, data, { key })` (adds the key and its bucket header).
+ * 6. as 5 without `mandatory` (what reporting unroutable events costs the broker);
+ * 7. as 5 through amqp-connection-manager's confirm channel (what the library publishes on);
+ * 8. `SyncPublisher.publish(type, data)`;
+ * 9. `SyncPublisher.publish(type, data, { key })` (adds the key and its bucket header).
  *
  * Prints events/s per step (median, min–max), each step's ratio to step 1 within a round, and
  * the CPU time per message of this process and of the local broker (from /proc, on Linux).
@@ -87,9 +88,10 @@ async function main(): Promise<void> {
     ['3 raw amqplib, envelope body, (a) properties', (event) => confirmed((done) => channel.publish(exchange, EVENT_TYPE, contract(event).body, aProperties, done))],
     ['4 raw amqplib, wire contract but its messageId', (event) => confirmed((done) => { const { body, properties } = contract(event); channel.publish(exchange, EVENT_TYPE, body, { ...properties, messageId: undefined }, done); })],
     ['5 raw amqplib, wire contract', (event) => confirmed((done) => { const { body, properties } = contract(event); channel.publish(exchange, EVENT_TYPE, body, properties, done); })],
-    ['6 amqp-connection-manager, wire contract', (event) => { const { body, properties } = contract(event); return wrapper.publish(exchange, EVENT_TYPE, body, properties); }],
-    ['7 SyncPublisher.publish', (event) => publisher.publish(EVENT_TYPE, event)],
-    ['8 SyncPublisher.publish with a key', (event) => publisher.publish(EVENT_TYPE, event, { key: event.id })],
+    ['6 raw amqplib, wire contract without mandatory', (event) => confirmed((done) => { const { body, properties } = contract(event); channel.publish(exchange, EVENT_TYPE, body, { ...properties, mandatory: false }, done); })],
+    ['7 amqp-connection-manager, wire contract', (event) => { const { body, properties } = contract(event); return wrapper.publish(exchange, EVENT_TYPE, body, properties); }],
+    ['8 SyncPublisher.publish', (event) => publisher.publish(EVENT_TYPE, event)],
+    ['9 SyncPublisher.publish with a key', (event) => publisher.publish(EVENT_TYPE, event, { key: event.id })],
   ];
   const brokerReadable = brokerCpuMs() !== undefined;
   // Per step, one value per round: events/s, ratio to step 1, CPU µs per message of this process and of the broker.
