@@ -210,12 +210,15 @@ describe('partitions: N (PostgreSQL)', () => {
     const first = await start(consumer, 'A', {});
     const service = first.service;
     const exchange = first.exchange;
-    await expect(startApp({ engine: 'postgres', providers: [partitionedHandler(consumer, 'B', 8)], entities: [PartitionApplied], service, exchange, keepTopology: true })).rejects.toThrow(
-      TopologyMismatchError,
-    );
-    // The refused start declared the alternate exchange of 8 partitions before the mismatch.
-    const broker = await Broker.connect();
-    await broker.deleteExchange(unkeyedExchangeName(first.queueOf(consumer), 8));
-    await broker.close();
+    try {
+      await expect(startApp({ engine: 'postgres', providers: [partitionedHandler(consumer, 'B', 8)], entities: [PartitionApplied], service, exchange, keepTopology: true })).rejects.toThrow(
+        TopologyMismatchError,
+      );
+    } finally {
+      // The refused start declared the alternate exchange of 8 partitions before the mismatch.
+      const broker = await Broker.connect();
+      await broker.deleteExchange(unkeyedExchangeName(first.queueOf(consumer), 8));
+      await broker.close();
+    }
   });
 });
