@@ -147,9 +147,17 @@ function keptUp(report: RunReport, id: ScenarioId): string {
   return `${kept} of ${rates.length} rounds (${rateText(Math.min(...rates))}–${rateText(Math.max(...rates))}/s)`;
 }
 
-function targetLine(spreadValue: Spread | undefined, met: (x: number) => boolean, unit = ratioText): string {
+/** A ratio with as many digits as it takes to fall on the same side of the line as the verdict (0.848×, not 0.85×, under 0.85). */
+function decisiveRatio(x: number, met: (x: number) => boolean): string {
+  for (let digits = 2; digits <= 6; digits++) if (met(Number(x.toFixed(digits))) === met(x)) return `${x.toFixed(digits)}×`;
+  return `${x}×`;
+}
+
+function targetLine(spreadValue: Spread | undefined, met: (x: number) => boolean): string {
   if (!spreadValue) return 'not measured in this run';
-  return `${met(spreadValue.median) ? '**met**' : '**not met**'}: ${cell(spreadValue, unit)}`;
+  const median = decisiveRatio(spreadValue.median, met);
+  const range = spreadValue.n > 1 ? ` (${ratioText(spreadValue.min)}–${ratioText(spreadValue.max)})` : '';
+  return `${met(spreadValue.median) ? '**met**' : '**not met**'}: ${median}${range}`;
 }
 
 const TARGETS: Target[] = [
