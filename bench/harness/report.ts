@@ -114,9 +114,9 @@ const msText = (x: number) => (x < 10 ? x.toFixed(2) : x.toFixed(1));
 const mbText = (x: number) => x.toFixed(0);
 const ratioText = (x: number) => `${x.toFixed(2)}×`;
 
-function cell(value: Spread | undefined, format: (x: number) => string): string {
+function cell(value: Spread | undefined, format: (x: number) => string, formatMedian = format): string {
   if (!value) return '–';
-  return value.n > 1 ? `${format(value.median)} (${format(value.min)}–${format(value.max)})` : format(value.median);
+  return value.n > 1 ? `${formatMedian(value.median)} (${format(value.min)}–${format(value.max)})` : formatMedian(value.median);
 }
 
 function table(header: string[], rows: string[][]): string {
@@ -155,9 +155,7 @@ function decisiveRatio(x: number, met: (x: number) => boolean): string {
 
 function targetLine(spreadValue: Spread | undefined, met: (x: number) => boolean): string {
   if (!spreadValue) return 'not measured in this run';
-  const median = decisiveRatio(spreadValue.median, met);
-  const range = spreadValue.n > 1 ? ` (${ratioText(spreadValue.min)}–${ratioText(spreadValue.max)})` : '';
-  return `${met(spreadValue.median) ? '**met**' : '**not met**'}: ${median}${range}`;
+  return `${met(spreadValue.median) ? '**met**' : '**not met**'}: ${cell(spreadValue, ratioText, (x) => decisiveRatio(x, met))}`;
 }
 
 const TARGETS: Target[] = [
